@@ -31,7 +31,12 @@ _BANDWIDTH_UNITS = {
 }
 _TIME_UNITS = {"ps": 1, "ns": 10**3, "us": 10**6, "µs": 10**6, "ms": 10**9, "s": 10**12}
 
-_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ/]*)\s*$")
+_QUANTITY = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ/]*)\s*$")
+_UNIT_HELP = {
+    "size": "B with a decimal (kB MB GB TB PB) or binary (KiB MiB GiB TiB PiB) prefix",
+    "bandwidth": "B/s or bps (bit/s) with a decimal or binary prefix, e.g. GB/s, GiB/s, Gbps",
+    "time": "ps, ns, us, ms or s",
+}
 
 
 def _split(field: str, text, kind: str, units: dict) -> tuple[Fraction, object]:
@@ -44,8 +49,7 @@ def _split(field: str, text, kind: str, units: dict) -> tuple[Fraction, object]:
     if unit == "":
         raise ConfigError(field, f"bare number {text!r} has no unit; write e.g. {_example(kind)}")
     if unit not in units:
-        allowed = ", ".join(sorted(u for u in units if u and u != "B" or kind == "size"))
-        raise ConfigError(field, f"unknown {kind} unit {unit!r} in {text!r}; allowed: {allowed}")
+        raise ConfigError(field, f"unknown {kind} unit {unit!r} in {text!r}; use {_UNIT_HELP[kind]}")
     return Fraction(number), units[unit]
 
 
@@ -56,6 +60,8 @@ def _example(kind: str) -> str:
 def parse_size(text, field: str = "size") -> int:
     """Bytes as an int: ``"64MiB"`` -> 67108864.  Must be a whole, non-negative number of bytes."""
     value, scale = _split(field, text, "size", _SIZE_UNITS)
+    if value < 0:
+        raise ConfigError(field, f"must be >= 0 bytes, got {text!r}")
     nbytes = value * scale
     if nbytes.denominator != 1:
         raise ConfigError(field, f"{text!r} is not a whole number of bytes")
@@ -74,6 +80,8 @@ def parse_bandwidth(text, field: str = "bandwidth") -> int:
 def parse_time(text, field: str = "time") -> int:
     """Picoseconds as an int (rounded to the nearest ps); must be >= 0."""
     value, scale = _split(field, text, "time", _TIME_UNITS)
+    if value < 0:
+        raise ConfigError(field, f"must be >= 0, got {text!r}")
     return int(round(value * scale))
 
 
