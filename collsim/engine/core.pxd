@@ -1,42 +1,103 @@
 # C-level interface of the discrete-event engine (DESIGN.md section 4).
 #
-# Time is int64 picoseconds.  A Message crosses its path of directed links with
-# cut-through FIFO reservation; events are ordered by (time, src chip, per-source
-# sequence number).  Schedules (collectives/) subclass Schedule and react to
-# deliveries by calling Engine.send / Engine.reduce: no Python object is created
-# per event, and the run loop holds no GIL.
-from libc.stdint cimport int64_t, int32_t
-from topologies.routing cimport Router, MAX_HOPS
+# Time is int64 picoseconds.  A Message moves elem_count elements of its source
+# chip's buffer (starting at elem_offset) along a path of directed links with
+# cut-through FIFO reservation; events are ordered by (time, src chip,
+# per-source sequence number).  Schedules (collectives/) subclass Schedule and
+# react to deliveries by calling Engine.send / Engine.reduce: no Python object
+# is created per event, and the run loop holds no GIL.
+#
+# Data fidelity: when the engine has a DataPlane, send() snapshots the source
+# slice and delivery applies it to the destination buffer (OP_COPY overwrites,
+# OP_REDUCE adds) *before* Schedule.deliver runs, so a schedule that forwards
+# what it just received sends the updated values.
+from libc.stdint cimport int64_t, int32_t, uint64_t
+from topologies.routing cimport Router, MAX_HOPS, MAX_GROUPS
+from collsim.engine.events cimport EventHeap
+from collsim.engine.data cimport DataPlane
+
+cdef enum:
+    OP_COPY = 0
+    OP_REDUCE = 1
 
 ctypedef struct Message:
     int64_t src
     int64_t dst
-    int64_t nbytes
+    int64_t elem_offset      # first element of the slice moved
+    int64_t elem_count       # elements moved
+    int64_t nbytes           # elem_count * element size
     int64_t seq              # per-source sequence number (tie-break)
     int64_t head_ps          # head arrival time at links[hop]
     int64_t tail_ps          # tail leaves the previous link (send time at hop 0)
-    int64_t tag[4]           # schedule-defined (phase, step, chunk, channel, payload slot...)
+    int64_t tag[4]           # schedule-defined (phase, step, chunk, channel, ...)
+    int64_t payload          # data fidelity: snapshot slot, -1 without
     int64_t links[MAX_HOPS]
     int32_t nhops
     int32_t hop              # == nhops once delivered
+    int32_t op               # OP_COPY or OP_REDUCE
 
 
 cdef class Schedule:
     # Emit the initial sends (called once, before the run loop).
     cdef void start(self, Engine engine) noexcept nogil
-    # msg has fully arrived at msg.dst at time t_ps (= tail of the last link).
+    # msg has fully arrived at msg.dst at time t_ps (= tail of its last link).
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil
 
 
 cdef class Engine:
     cdef readonly Router router
+    cdef readonly int64_t elem_bytes      # size of one element (dtype)
     cdef readonly int64_t events          # link-events + deliveries processed
+    cdef readonly int64_t link_events     # link reservations only
     cdef readonly int64_t now_ps          # time of the last processed event
 
-    # Send nbytes from src to dst, head leaving src at t_ps (>= now).  Returns the
-    # message's sequence number.  src == dst is delivered at t_ps with no link use.
-    cdef int64_t send(self, int64_t src, int64_t dst, int64_t nbytes, int64_t t_ps,
+    # --- added: engine state (see core.pyx) ---------------------------------
+    cdef readonly int64_t reduce_Bps      # chip reduction rate (bytes/s of output)
+    cdef readonly DataPlane data          # None outside data fidelity
+    cdef readonly int64_t peak_in_flight  # most messages in flight at once
+    cdef object _link_free_arr            # numpy owners of the arrays below
+    cdef object _reduce_free_arr
+    cdef object _next_seq_arr
+    cdef int64_t* link_free_ps            # per directed link: end of its last reservation
+    cdef int64_t* reduce_free_ps          # per chip: when its reduction unit is free
+    cdef int64_t* next_seq                # per chip: next per-source sequence number
+    cdef EventHeap heap
+    cdef Message* msgs                    # message pool (in-flight messages only)
+    cdef int64_t msg_capacity
+    cdef int64_t num_msgs                 # slots created so far
+    cdef int64_t* free_msgs               # free list of slots
+    cdef int64_t num_free_msgs
+    cdef int64_t ser_nbytes[MAX_GROUPS]   # per link group: last size serialized (-1: none) ...
+    cdef int64_t ser_ps[MAX_GROUPS]       # ... and its time: collectives repeat sizes
+    cdef int64_t reduce_nbytes_cached
+    cdef int64_t reduce_ps_cached
+    cdef int seq_bits                     # event tie = (src << seq_bits) | seq
+    cdef int error                        # first failure inside nogil code (ERR_*), 0 if none
+    cdef int64_t error_arg[3]
+
+    # Building blocks of run(), reusable by a windowed (MPI) runner:
+    # reset all state and let the schedule emit its first sends (GIL held).
+    cdef int _begin(self, Schedule schedule) except -1
+    # Time of the earliest pending event, INT64_MAX when none.
+    cdef int64_t next_event_ps(self) noexcept nogil
+    # Process, in (time, src, seq) order, every event earlier than t_end_ps.
+    # Returns the number processed; stops early when self.error is set.
+    cdef int64_t _process_until(self, Schedule schedule, int64_t t_end_ps) noexcept nogil
+    # One reservation of msg's next link (DESIGN.md section 4); returns the
+    # time of the message's next event (head at the next link, or delivery).
+    cdef int64_t _hop(self, Message* msg) noexcept nogil
+    # Apply payload, free the slot, call schedule.deliver.
+    cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
+    cdef int64_t _alloc_message(self) noexcept nogil
+    cdef void _fail(self, int code, int64_t a, int64_t b, int64_t c) noexcept nogil
+
+    # Move elem_count elements [elem_offset, +count) of src's buffer to dst, head
+    # leaving src at t_ps (>= now).  On delivery `op` is applied at dst (data
+    # fidelity).  Returns the message's per-source sequence number.
+    # src == dst is delivered at t_ps without using any link.
+    cdef int64_t send(self, int64_t src, int64_t dst, int64_t t_ps,
+                      int64_t elem_offset, int64_t elem_count, int32_t op,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil
-    # Reserve chip's reduction unit (FIFO, rate = reduce bandwidth) for nbytes of
-    # output, not before t_ps; returns the completion time.
+    # Reserve chip's reduction unit (FIFO, rate = chip reduce bandwidth) for
+    # nbytes of output, not before t_ps; returns the completion time.
     cdef int64_t reduce(self, int64_t chip, int64_t t_ps, int64_t nbytes) noexcept nogil
