@@ -36,7 +36,9 @@ class AlgorithmParams:
                   this many chunks that flow one behind another (tree,
                   hierarchical).
     chunk_bytes   if > 0, overrides ``chunks``: chunks = ceil(bytes / chunk_bytes).
-    in_flight     hierarchical: chunks allowed in the pipeline at once.
+    in_flight     chunks a chip keeps in the pipeline at once (hierarchical: per
+                  phase pipeline; tree: per tree), bounding memory and letting
+                  the two trees share a port fairly.
     top           hierarchical: algorithm across the scale-out level (ring|tree).
     """
 
