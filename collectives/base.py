@@ -39,7 +39,8 @@ class AlgorithmParams:
     in_flight     chunks a chip keeps in the pipeline at once (hierarchical: per
                   phase pipeline; tree: per tree), bounding memory and letting
                   the two trees share a port fairly.
-    top           hierarchical: algorithm across the scale-out level (ring|tree).
+    top           hierarchical: algorithm across the scale-out level: ring, tree,
+                  or auto (the faster by the closed form, decided per size).
     """
 
     channels: int = 2
@@ -47,7 +48,7 @@ class AlgorithmParams:
     chunks: int = 4
     chunk_bytes: int = 0
     in_flight: int = 4
-    top: str = "ring"
+    top: str = "auto"
 
     def validate(self) -> "AlgorithmParams":
         for name in ("channels", "chunks", "in_flight"):
@@ -55,8 +56,8 @@ class AlgorithmParams:
                 raise ConfigError(f"algorithm.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.chunk_bytes < 0:
             raise ConfigError("algorithm.chunk_size", "must be >= 0 bytes (0 = use algorithm.chunks)")
-        if self.top not in ("ring", "tree"):
-            raise ConfigError("algorithm.top", f"must be ring or tree, got {self.top!r}")
+        if self.top not in ("ring", "tree", "auto"):
+            raise ConfigError("algorithm.top", f"must be ring, tree or auto, got {self.top!r}")
         return self
 
     def chunk_count(self, nbytes: int) -> int:

@@ -1,0 +1,101 @@
+# C-level interface of the hierarchical schedule (collectives/hierarchical.py has
+# the algorithm, the data layout, the formulas and when they agree).
+# Declares; _hierarchical.pyx implements.
+#
+# Vocabulary.  A *level* lt is one the algorithm works on: an active scale-up
+# level (0 <= lt < n_up) or the nodes (lt == n_up when there are several).  A
+# chip's *digit* at lt is (chip // weight[lt]) % size[lt].  A *piece* (j, ch)
+# is channel ch's share of chunk j.  A *slot* holds one chip's progress on one
+# piece: sid = (chip * channels + ch) * slots + j % slots.
+#
+# Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
+# tag3 = 2 * channel + (1 on the last message of a transfer).
+from libc.stdint cimport int64_t, int32_t
+from collsim.engine.core cimport Engine, Schedule, Message
+
+cdef enum:
+    KIND_RING_RS = 0
+    KIND_RING_AG = 1
+    KIND_MESH_RS = 2
+    KIND_MESH_AG = 3
+    KIND_TREE_AR = 4
+
+
+cdef class HierarchicalSchedule(Schedule):
+    cdef readonly int64_t n_chips
+    cdef readonly int64_t nodes
+    cdef readonly int64_t total            # all_reduce: elements; strided: block size B
+    cdef readonly bint strided             # reduce_scatter / all_gather block layout
+    cdef readonly int64_t chunks           # k
+    cdef readonly int64_t channels         # C
+    cdef readonly int64_t in_flight        # F
+    cdef readonly int64_t slots            # min(2F, k): pieces a chip may see at once per channel
+    cdef readonly bint bidirectional
+    cdef readonly int64_t n_up             # active scale-up levels
+    cdef readonly int64_t n_phases
+    cdef readonly bint coalesce            # no data plane: one message per strided transfer
+    cdef readonly int64_t makespan_ps      # latest piece completion (after run)
+    cdef readonly int64_t pieces_done      # (chip, piece) completions (after run)
+
+    cdef const int64_t[::1] ph_kind        # phase -> KIND_*
+    cdef const int64_t[::1] ph_level       # phase -> lt
+    cdef const int64_t[::1] lv_size
+    cdef const int64_t[::1] lv_weight
+    cdef const int64_t[::1] lv_mesh
+    cdef const int64_t[::1] lv_order_off   # -1: ring order is the identity
+    cdef const int64_t[::1] order_unit     # flat: ring position -> unit
+    cdef const int64_t[::1] order_pos      # flat: unit -> ring position
+    cdef const int64_t[::1] tree_parent    # [t * nodes + node], -1 at the root
+    cdef const int64_t[::1] tree_child     # [(t * nodes + node) * 2 + i], -1 for none
+
+    # per slot (index sid)
+    cdef int32_t[::1] st_phase             # phase entered, -1 before the piece starts
+    cdef int64_t[::1] st_ready             # >= 0: finished st_phase, waits (since then) to enter the next
+    cdef int64_t[::1] st_entry             # when the current phase was entered
+    cdef int64_t[::1] st_last              # latest readiness so far in the current phase
+    cdef int32_t[::1] st_handled           # transfers handled in the current phase
+    cdef int32_t[::1] st_expected          # transfers the current phase must receive
+    cdef int64_t[::1] st_off               # the range held on entering the current phase ...
+    cdef int64_t[::1] st_len               # ... (all_reduce) or the piece (strided), cached at entry
+    cdef int64_t[::1] st_pos               # own part index in the current phase
+    cdef int64_t[::1] st_peer              # ring successor chip in the current phase
+    cdef int32_t[::1] st_early             # [sid * n_phases + p]: transfers arrived before entering p
+    cdef int32_t[::1] tr_up                # [sid * 2 + t]: reductions arrived from children
+    cdef int64_t[::1] tr_done              # [sid * 2 + t]: tree t finished here, -1 not yet
+    # per (chip, channel) and phase: the chunk allowed into the phase next (chunks pass a phase in order)
+    cdef int64_t[::1] ph_next              # [(chip * channels + ch) * n_phases + p]
+
+    # geometry
+    cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil
+    cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil
+    cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil
+    cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil
+    cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil
+    cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
+                     int64_t* off, int64_t* length) noexcept nogil
+    cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
+    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil
+    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
+                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
+                         int64_t off, int64_t length) noexcept nogil
+    # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil
+    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil
+    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         int64_t sid, int64_t t_ps) noexcept nogil
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil
+    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil
+    # pipeline
+    cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                        int64_t t_ps) noexcept nogil
+    cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                       int64_t t_ps) noexcept nogil
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+                            int64_t t_ps) noexcept nogil

@@ -1,0 +1,528 @@
+"""Hierarchical collectives in C: the self-timed event schedule.
+
+See collectives/hierarchical.py for the algorithm, the data layout, the
+formulas and when the event time equals the analytic one.
+
+How a chip proceeds
+-------------------
+Every chip walks each of its pieces (chunk j, channel ch) through the phases
+in order.  Entering phase p at time E it sends what the phase starts with
+(ring: step 0; mesh: every part at once; tree: a leaf's reduction) at E, then
+reacts to arrivals:
+
+* ring reduce-scatter: a part arriving with step s is reduced
+  (``engine.reduce``, not before E) and, unless s was the last step, sent on
+  as step s + 1 when the reduction is done;
+* ring all-gather: a part arriving with step s is sent on at once;
+* mesh: arrivals are reduced (RS) or just counted (AG);
+* tree: a parent reduces its children's halves then sends up; the root
+  broadcasts down; a chip forwards a broadcast to its children on arrival.
+
+The phase is over when every transfer the chip must receive has been handled
+(its own part is reduced / every part gathered).  A phase takes the pieces of
+a channel one at a time, in chunk order (``ph_next``): piece j enters phase p
+when it has finished phase p-1 and piece j-1 has left phase p on this chip
+(``_release``; older pieces send first).  After the last phase the piece is
+done, and the chip starts piece j + in_flight of the same channel.
+
+Neighbours may run ahead: a transfer can arrive for a phase the chip has not
+entered yet.  Arrivals from one sender in one phase come in step order (same
+path, FIFO links), so a counter per phase (``st_early``) is all the chip keeps;
+on entering the phase it handles them as if they arrived at E.  A chip only
+ever sees pieces j - F + 1 .. j + F of a channel while it works on piece j
+(a piece finishes only once every chip has started it), so ``min(2F, k)``
+slots per (chip, channel) suffice.
+
+Empty parts (few elements) are never sent; the receiver knows which parts are
+empty (all parts are computed from the same split) and skips those steps.
+
+State is O(chips x channels x slots x phases) int32/int64 counters; no list of
+sends ever exists.
+"""
+import numpy as np
+
+from libc.stdint cimport int64_t, int32_t
+from collsim.engine.core cimport OP_COPY, OP_REDUCE
+
+
+cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
+    """x mod n in [0, n) (C's % keeps the sign of x)."""
+    x = x % n
+    return x + n if x < 0 else x
+
+
+cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline void _split(int64_t off, int64_t length, int64_t parts, int64_t x,
+                        int64_t* part_off, int64_t* part_len) noexcept nogil:
+    """Part x of split_counts(length, parts) laid out from off (larger parts first)."""
+    cdef int64_t base = length // parts, extra = length % parts
+    part_len[0] = base + (1 if x < extra else 0)
+    part_off[0] = off + x * base + (x if x < extra else extra)
+
+
+cdef inline int64_t _next_recv_step(int64_t v, int64_t g, int64_t m, int64_t lag, int64_t s) noexcept nogil:
+    """First ring step >= s at which virtual position v receives a non-empty part, -1 if none.
+
+    At step s position v receives part (v - lag - s) mod g (lag 2: reduce-
+    scatter, 1: all-gather); parts >= m are empty.  Each step lowers the part
+    index by one, so from a part u >= m it takes u - m + 1 steps to reach m - 1.
+    """
+    cdef int64_t u = _wrap(v - lag - s, g)
+    if u >= m:
+        s += u - m + 1
+    return s if s <= g - 2 else -1
+
+
+def next_recv_step(int64_t v, int64_t g, int64_t m, int64_t lag, int64_t s):
+    """Python access to ``_next_recv_step`` (tests)."""
+    if g < 2 or m < 1 or not 0 <= v < g:
+        raise ValueError("need g >= 2, m >= 1 and 0 <= v < g")
+    return _next_recv_step(v, g, m, lag, s)
+
+
+cdef class HierarchicalSchedule(Schedule):
+    """Event schedule of the hierarchical collectives; built by ``collectives.hierarchical.make_schedule``.
+
+    After ``Engine.run``: ``makespan_ps`` (latest piece completion on the chips
+    this process simulates; for reduce-scatter the end of the last reduction)
+    and ``pieces_done`` (completed (chip, piece) pairs).
+    """
+
+    def __init__(self, int64_t n_chips, int64_t nodes, int64_t total, bint strided, int64_t chunks,
+                 int64_t channels, int64_t in_flight, bint bidirectional, int64_t n_up,
+                 ph_kind, ph_level, lv_size, lv_weight, lv_mesh, lv_order_off, order_unit, order_pos,
+                 tree_parent, tree_child):
+        self.sender_reacts = False  # deliver() acts for msg.dst only (no copy to the sender's MPI rank)
+        if n_chips < 1 or nodes < 1 or total < 0 or chunks < 1 or channels < 1 or in_flight < 1:
+            raise ValueError("need n_chips, nodes, chunks, channels, in_flight >= 1 and total >= 0")
+        self.n_chips = n_chips
+        self.nodes = nodes
+        self.total = total
+        self.strided = strided
+        self.chunks = chunks
+        self.channels = channels
+        self.in_flight = in_flight
+        self.slots = min(2 * in_flight, chunks)
+        self.bidirectional = bidirectional
+        self.n_up = n_up
+        self.ph_kind = np.ascontiguousarray(ph_kind, dtype=np.int64)
+        self.ph_level = np.ascontiguousarray(ph_level, dtype=np.int64)
+        self.n_phases = self.ph_kind.shape[0]
+        self.lv_size = np.ascontiguousarray(lv_size, dtype=np.int64)
+        self.lv_weight = np.ascontiguousarray(lv_weight, dtype=np.int64)
+        self.lv_mesh = np.ascontiguousarray(lv_mesh, dtype=np.int64)
+        self.lv_order_off = np.ascontiguousarray(lv_order_off, dtype=np.int64)
+        self.order_unit = np.ascontiguousarray(order_unit, dtype=np.int64)
+        self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
+        self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
+        self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
+        if self.ph_level.shape[0] != self.n_phases:
+            raise ValueError("ph_kind and ph_level differ in length")
+        cdef int64_t nslot = n_chips * channels * self.slots
+        self.st_phase = np.full(nslot, -1, dtype=np.int32)
+        self.st_ready = np.full(nslot, -1, dtype=np.int64)
+        self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
+        self.st_entry = np.zeros(nslot, dtype=np.int64)
+        self.st_last = np.zeros(nslot, dtype=np.int64)
+        self.st_handled = np.zeros(nslot, dtype=np.int32)
+        self.st_expected = np.zeros(nslot, dtype=np.int32)
+        self.st_off = np.zeros(nslot, dtype=np.int64)
+        self.st_len = np.zeros(nslot, dtype=np.int64)
+        self.st_pos = np.zeros(nslot, dtype=np.int64)
+        self.st_peer = np.zeros(nslot, dtype=np.int64)
+        self.st_early = np.zeros(nslot * max(1, self.n_phases), dtype=np.int32)
+        self.tr_up = np.zeros(2 * nslot, dtype=np.int32)
+        self.tr_done = np.full(2 * nslot, -1, dtype=np.int64)
+        self.coalesce = False
+        self.makespan_ps = 0
+        self.pieces_done = 0
+
+    def state_bytes(self):
+        """Bytes of the schedule's per-slot state arrays."""
+        cdef int64_t nslot = self.st_phase.shape[0]
+        return (nslot * (4 + 8 + 8 + 8 + 4 + 4 + 4 * 8) + self.st_early.shape[0] * 4 + self.tr_up.shape[0] * (4 + 8)
+                + self.ph_next.shape[0] * 8)
+
+    # --- geometry ------------------------------------------------------------
+
+    cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil:
+        """Piece (j, ch): all_reduce: a buffer range; strided: a range inside every block."""
+        _split(0, self.total, self.chunks * self.channels, j * self.channels + ch, off, length)
+
+    cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
+        return (chip // self.lv_weight[lt]) % self.lv_size[lt]
+
+    cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil:
+        """Odd channels run rings backwards when bidirectional (a mesh has no direction)."""
+        return self.bidirectional and (ch & 1) == 1 and self.lv_mesh[lt] == 0
+
+    cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil:
+        """Index of the part this chip keeps at level lt: its virtual ring position (mesh: its unit)."""
+        cdef int64_t unit = self._digit(chip, lt), g = self.lv_size[lt], pos
+        if self.lv_mesh[lt]:
+            return unit
+        pos = unit if self.lv_order_off[lt] < 0 else self.order_pos[self.lv_order_off[lt] + unit]
+        return _wrap(-pos, g) if self._reversed(lt, ch) else pos
+
+    cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil:
+        """The chip of chip's level-lt group that keeps part x (x = virtual ring position, mesh: unit)."""
+        cdef int64_t unit = x, pos, g = self.lv_size[lt]
+        if not self.lv_mesh[lt]:
+            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
+            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
+        return chip + (unit - self._digit(chip, lt)) * self.lv_weight[lt]
+
+    cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
+                     int64_t* off, int64_t* length) noexcept nogil:
+        """Data the chip holds for piece (j, ch) on entering level ``depth``.
+
+        all_reduce: the piece's range narrowed to the chip's own part at each
+        level below; strided layout: the piece itself (its runs are implied).
+        """
+        cdef int64_t lt
+        self._piece(j, ch, off, length)
+        if self.strided:
+            return
+        for lt in range(depth):
+            _split(off[0], length[0], self.lv_size[lt], self._own_part(chip, lt, ch), off, length)
+
+    cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil:
+        """Non-empty parts: parts 0..m-1 (split_counts puts the larger parts first)."""
+        if self.strided:
+            return g
+        return length if length < g else g
+
+    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil:
+        cdef int64_t o, l
+        if self.strided:
+            return (self.n_chips // (self.lv_weight[lt] * self.lv_size[lt])) * length
+        _split(0, length, self.lv_size[lt], x, &o, &l)
+        return l
+
+    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
+                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
+                         int64_t off, int64_t length) noexcept nogil:
+        """Send part x of the level-lt split of (off, length) as one transfer.
+
+        Strided layout: part x holds the blocks whose level-<lt digits are the
+        sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
+        at stride g_0...g_lt blocks.  The receiver acts on the last message.
+        """
+        cdef int64_t o, l, g = self.lv_size[lt], w, stride, runs, base, unit, pos, r
+        if not self.strided:
+            _split(off, length, g, x, &o, &l)
+            engine.send(src, dst, t_ps, o, l, op, p, step, j, 2 * ch + 1)
+            return
+        w = self.lv_weight[lt]
+        stride = w * g
+        runs = self.n_chips // stride
+        if self.coalesce:
+            engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
+            return
+        unit = x
+        if not self.lv_mesh[lt]:
+            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
+            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
+        base = src % w + unit * w
+        for r in range(runs):
+            engine.send(src, dst, t_ps, (base + r * stride) * self.total + off, length, op, p, step, j,
+                        2 * ch + (1 if r == runs - 1 else 0))
+
+    # --- ring phases ---------------------------------------------------------
+
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil:
+        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
+        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
+        cdef int64_t lag = 2 if rs else 1
+        cdef int64_t off, length, m, v, first, i, s, early
+        self._range(chip, ch, j, lt, &off, &length)
+        m = self._parts(length, g)
+        v = self._own_part(chip, lt, ch)
+        self.st_phase[sid] = p
+        self.st_entry[sid] = entry_ps
+        self.st_last[sid] = entry_ps
+        self.st_handled[sid] = 0
+        self.st_off[sid] = off
+        self.st_len[sid] = length
+        self.st_pos[sid] = v
+        self.st_peer[sid] = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
+        # step 0 starts the chain of the one part this chip never receives
+        first = _wrap(v - lag + 1, g)
+        self.st_expected[sid] = m - (1 if first < m else 0)
+        if first < m:
+            self._send_part(engine, chip, self.st_peer[sid], entry_ps, p, 0, j, ch,
+                            OP_REDUCE if rs else OP_COPY, lt, first, off, length)
+        early = self.st_early[sid * self.n_phases + p]
+        s = 0
+        for i in range(early):
+            s = _next_recv_step(v, g, m, lag, s)
+            self._ring_recv(engine, chip, ch, j, p, sid, s, entry_ps)
+            s += 1
+        if self.st_handled[sid] == self.st_expected[sid]:
+            return self.st_last[sid]
+        return -1
+
+    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil:
+        """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
+        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
+        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
+        cdef int64_t lag = 2 if rs else 1
+        cdef int64_t length = self.st_len[sid], ready
+        cdef int64_t x = _wrap(self.st_pos[sid] - lag - step, g)
+        ready = _max(t_ps, self.st_entry[sid])
+        if rs:
+            ready = engine.reduce(chip, ready, self._part_elems(lt, length, x) * engine.elem_bytes)
+        if step < g - 2:
+            self._send_part(engine, chip, self.st_peer[sid], ready, p, step + 1, j, ch,
+                            OP_REDUCE if rs else OP_COPY, lt, x, self.st_off[sid], length)
+        self.st_last[sid] = _max(self.st_last[sid], ready)
+        self.st_handled[sid] += 1
+
+    # --- mesh phases (direct fabric) -------------------------------------------
+
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil:
+        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
+        cdef bint rs = self.ph_kind[p] == KIND_MESH_RS
+        cdef int64_t off, length, m, u, d, x, i, early
+        self._range(chip, ch, j, lt, &off, &length)
+        m = self._parts(length, g)
+        u = self._own_part(chip, lt, ch)
+        self.st_phase[sid] = p
+        self.st_entry[sid] = entry_ps
+        self.st_last[sid] = entry_ps
+        self.st_handled[sid] = 0
+        self.st_off[sid] = off
+        self.st_len[sid] = length
+        self.st_pos[sid] = u
+        if rs:
+            # every other unit's part goes straight to it; own part comes from all g - 1
+            for d in range(1, g):
+                x = (u + d) % g
+                if x < m:
+                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
+                                    OP_REDUCE, lt, x, off, length)
+            self.st_expected[sid] = (g - 1) if u < m else 0
+        else:
+            if u < m:
+                for d in range(1, g):
+                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, (u + d) % g), entry_ps, p, 0,
+                                    j, ch, OP_COPY, lt, u, off, length)
+            self.st_expected[sid] = m - (1 if u < m else 0)
+        early = self.st_early[sid * self.n_phases + p]
+        for i in range(early):
+            self._mesh_recv(engine, chip, ch, j, p, sid, entry_ps)
+        if self.st_handled[sid] == self.st_expected[sid]:
+            return self.st_last[sid]
+        return -1
+
+    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         int64_t sid, int64_t t_ps) noexcept nogil:
+        cdef int64_t lt = self.ph_level[p]
+        cdef int64_t ready = _max(t_ps, self.st_entry[sid])
+        if self.ph_kind[p] == KIND_MESH_RS:
+            ready = engine.reduce(chip, ready, self._part_elems(lt, self.st_len[sid], self.st_pos[sid])
+                                  * engine.elem_bytes)
+        self.st_last[sid] = _max(self.st_last[sid], ready)
+        self.st_handled[sid] += 1
+
+    # --- double binary tree across nodes (all_reduce, top=tree) ------------------
+
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                             int64_t sid, int64_t entry_ps) noexcept nogil:
+        cdef int64_t lt = self.ph_level[p], node = chip // self.lv_weight[lt]
+        cdef int64_t off, length, half_off, half_len, t, k, nch, i, ready
+        self._range(chip, ch, j, lt, &off, &length)
+        self.st_phase[sid] = p
+        self.st_entry[sid] = entry_ps
+        self.st_off[sid] = off
+        self.st_len[sid] = length
+        for t in range(2):
+            k = sid * 2 + t
+            _split(off, length, 2, t, &half_off, &half_len)
+            if half_len == 0:
+                self.tr_done[k] = entry_ps
+                continue
+            self.tr_done[k] = -1
+            nch = ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
+                   + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0))
+            ready = entry_ps
+            for i in range(self.tr_up[k]):
+                ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
+            if self.tr_up[k] == nch:
+                self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
+        return self._tree_finished(sid)
+
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil:
+        """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
+        cdef int64_t lt = self.ph_level[p], per_node = self.lv_weight[lt]
+        cdef int64_t node = chip // per_node, half_off, half_len, i, child
+        cdef int64_t parent = self.tree_parent[t * self.nodes + node]
+        _split(self.st_off[sid], self.st_len[sid], 2, t, &half_off, &half_len)
+        if parent >= 0:
+            engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
+                        p, 2 * t, j, 2 * ch + 1)
+            return
+        for i in range(2):
+            child = self.tree_child[(t * self.nodes + node) * 2 + i]
+            if child >= 0:
+                engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
+                            p, 2 * t + 1, j, 2 * ch + 1)
+        self.tr_done[sid * 2 + t] = ready_ps
+
+    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil:
+        cdef int64_t a = self.tr_done[sid * 2], b = self.tr_done[sid * 2 + 1]
+        if a < 0 or b < 0:
+            return -1
+        return _max(a, b)
+
+    # --- pipeline --------------------------------------------------------------
+
+    cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                        int64_t t_ps) noexcept nogil:
+        """Piece (j, ch) is ready for phase p at t_ps: enter it, and keep going while phases complete at once.
+
+        A phase takes one piece of a channel at a time, in chunk order: piece j
+        waits until piece j - 1 has left the phase on this chip.  Leaving phase
+        p lets the next piece in, after this piece's own sends of phase p + 1
+        (older chunks go first on a link).
+        """
+        cdef int64_t sid, done, kind, off, length
+        while True:
+            sid = (chip * self.channels + ch) * self.slots + j % self.slots
+            if p == self.n_phases:
+                self._finish_piece(engine, chip, ch, j, sid, t_ps)
+                if p > 0:
+                    self._release(engine, chip, ch, j, p - 1, t_ps)
+                j += self.in_flight
+                if j >= self.chunks:
+                    return
+                self._piece(j, ch, &off, &length)
+                if length == 0:
+                    return
+                p = 0
+                continue
+            if self.ph_next[(chip * self.channels + ch) * self.n_phases + p] != j:
+                # the previous chunk is still in phase p here: wait for its _release
+                self.st_ready[sid] = t_ps
+                if p > 0:
+                    self._release(engine, chip, ch, j, p - 1, t_ps)
+                return
+            kind = self.ph_kind[p]
+            if kind == KIND_RING_RS or kind == KIND_RING_AG:
+                done = self._enter_ring(engine, chip, ch, j, p, sid, t_ps)
+            elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
+                done = self._enter_mesh(engine, chip, ch, j, p, sid, t_ps)
+            else:
+                done = self._enter_tree(engine, chip, ch, j, p, sid, t_ps)
+            if p > 0:
+                self._release(engine, chip, ch, j, p - 1, t_ps)
+            if done < 0:
+                return
+            p += 1
+            t_ps = done
+
+    cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                       int64_t t_ps) noexcept nogil:
+        """Piece j left phase p at t_ps: piece j + 1 may enter it, at once if it is already waiting."""
+        cdef int64_t nxt = j + 1, sid, ready
+        self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
+        if nxt >= self.chunks:
+            return
+        sid = (chip * self.channels + ch) * self.slots + nxt % self.slots
+        # waiting for phase p: finished p - 1 (st_phase == p - 1, or -1 for p == 0) with st_ready set
+        if self.st_ready[sid] >= 0 and self.st_phase[sid] == p - 1:
+            ready = _max(self.st_ready[sid], t_ps)
+            self.st_ready[sid] = -1
+            self._run_from(engine, chip, ch, nxt, p, ready)
+
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+                            int64_t t_ps) noexcept nogil:
+        cdef int64_t p
+        if t_ps > self.makespan_ps:
+            self.makespan_ps = t_ps
+        self.pieces_done += 1
+        self.st_phase[sid] = -1
+        self.st_ready[sid] = -1
+        for p in range(self.n_phases):
+            self.st_early[sid * self.n_phases + p] = 0
+        self.tr_up[sid * 2] = 0
+        self.tr_up[sid * 2 + 1] = 0
+        self.tr_done[sid * 2] = -1
+        self.tr_done[sid * 2 + 1] = -1
+
+    # --- Schedule --------------------------------------------------------------
+
+    cdef void start(self, Engine engine) noexcept nogil:
+        cdef int64_t chip, j, ch, first, off, length, i
+        self.coalesce = engine.data is None
+        self.makespan_ps = 0
+        self.pieces_done = 0
+        for i in range(self.st_phase.shape[0]):
+            self.st_phase[i] = -1
+            self.st_ready[i] = -1
+            self.st_handled[i] = 0
+        for i in range(self.ph_next.shape[0]):
+            self.ph_next[i] = 0
+        for i in range(self.st_early.shape[0]):
+            self.st_early[i] = 0
+        for i in range(self.tr_up.shape[0]):
+            self.tr_up[i] = 0
+            self.tr_done[i] = -1
+        first = self.in_flight if self.in_flight < self.chunks else self.chunks
+        for chip in range(self.n_chips):
+            for j in range(first):
+                for ch in range(self.channels):
+                    self._piece(j, ch, &off, &length)
+                    if length > 0:
+                        self._run_from(engine, chip, ch, j, 0, 0)
+
+    cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
+        cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
+        cdef int64_t sid, kind, t, k, node, per_node, i, child, ready, done
+        if p >= self.n_phases or (msg.tag[3] & 1) == 0:
+            return  # not a transfer's last message (runs before it carry data only)
+        sid = (chip * self.channels + ch) * self.slots + j % self.slots
+        kind = self.ph_kind[p]
+        if self.st_phase[sid] != p:
+            # early: the chip has not entered phase p for this piece yet (only
+            # reductions travel up a tree before the receiver entered it)
+            if kind == KIND_TREE_AR:
+                self.tr_up[sid * 2 + (msg.tag[1] >> 1)] += 1
+            else:
+                self.st_early[sid * self.n_phases + p] += 1
+            return
+        if kind == KIND_TREE_AR:
+            t = msg.tag[1] >> 1
+            k = sid * 2 + t
+            per_node = self.lv_weight[self.ph_level[p]]
+            node = chip // per_node
+            if msg.tag[1] & 1:
+                # broadcast down: pass the half on to this chip's children
+                for i in range(2):
+                    child = self.tree_child[(t * self.nodes + node) * 2 + i]
+                    if child >= 0:
+                        engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
+                                    msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
+                self.tr_done[k] = t_ps
+            else:
+                self.tr_up[k] += 1
+                ready = engine.reduce(chip, _max(t_ps, self.st_entry[sid]), msg.elem_count * engine.elem_bytes)
+                if self.tr_up[k] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
+                                     + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
+                    self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
+            done = self._tree_finished(sid)
+        else:
+            if kind == KIND_RING_RS or kind == KIND_RING_AG:
+                self._ring_recv(engine, chip, ch, j, p, sid, msg.tag[1], t_ps)
+            else:
+                self._mesh_recv(engine, chip, ch, j, p, sid, t_ps)
+            done = self.st_last[sid] if self.st_handled[sid] == self.st_expected[sid] else -1
+        if done >= 0:
+            self._run_from(engine, chip, ch, j, p + 1, done)

@@ -1,0 +1,488 @@
+"""Hierarchical collectives: reduce-scatter up the scale-up levels, all-reduce across nodes, all-gather back.
+
+Algorithm
+---------
+Let the cluster have scale-up levels 0..L-1 (level l groups ``g_l`` units of
+level l-1; levels of size 1 are skipped) and ``N`` nodes on the scale-out
+network.  ``all_reduce`` runs these phases, each inside every group of its
+level at once:
+
+1. RS_0, RS_1, ..., RS_{L-1}: reduce-scatter inside each level-l group (chips
+   that differ only in their level-l coordinate); afterwards a chip holds
+   1/(g_0...g_l) of the data, reduced over its level-<=l group;
+2. only when N > 1, all-reduce of that shard across nodes among chips at the
+   same local position, each chip through its own share of its NIC:
+   ``algorithm.top=ring``: TOP_RS + TOP_AG, a ring over the nodes in node
+   order; ``tree``: TREE, a double binary tree (each tree carries half of the
+   shard, reductions flow up, the root broadcasts down);
+3. AG_{L-1}, ..., AG_0: all-gather back out.
+
+``reduce_scatter`` = RS_0..RS_{L-1} + TOP_RS; ``all_gather`` = TOP_AG +
+AG_{L-1}..AG_0 (they always cross nodes on a ring: ``top=tree`` is an
+all-reduce shape).  Scale-up phases are rings over the level's units in
+physical-neighbour order (``ring_order``): a ring fabric and a switch in unit
+order (a switch hop is 2 links, chip -> switch -> chip), a torus in snake
+(boustrophedon) order with an even dimension outermost, so every hop and the
+closing one are single links.  A ``direct`` level (a dedicated link between
+every pair of units) runs a one-step mesh: each chip sends every other unit
+its part at once.
+
+Data layout.  ``all_reduce`` may place data anywhere, so parts nest
+contiguously: a chunk is split with ``split_counts`` into g_0 parts by ring
+position, the chip's part into g_1 parts, and so on.  NCCL's in-place
+reduce-scatter / all-gather fix where block r lives (chip r ends with block r
+of ``split_counts(count, n)``, all B = count/n long), and elements never move
+in the buffer, so after RS_l a chip must hold every block whose level-0..l
+coordinates are its own: a strided set.  A level-l transfer is then
+``R_l = n / (g_0...g_l)`` runs of one block piece each, at a stride of
+g_0...g_l blocks (R = 1 across nodes).  With a data plane the runs travel as R_l
+messages and the receiver acts on the last; without one (``event`` fidelity)
+they travel as one message of the same total size (as one DMA descriptor
+chain would), so event fidelity keeps O(chips x steps) messages.
+
+Pipelining (DESIGN.md section 5).  The buffer is cut into ``k =
+algorithm.chunk_count(S)`` chunks and each chunk into C = ``channels`` pieces
+(``split_counts(total, k C)``, piece j C + c; for reduce-scatter / all-gather
+every block is cut so).  Channel c runs its rings backwards when
+``bidirectional`` and c is odd.  Each phase takes the chunks of a channel one
+at a time and in order, like the stages of a pipeline: on a chip, chunk j
+enters phase p as soon as it has finished phase p-1 there (its part is
+reduced / gathered) and chunk j-1 has left phase p there; chunk j + F starts
+when chunk j has finished (F = ``in_flight`` chunks in the pipeline).  So
+while chunk j crosses the EFA, chunk j+1 reduces over NeuronLink.
+
+Formulas (integer ps)
+---------------------
+``ser(b, B) = ceil(b 1e12 / B)`` (``collsim.units.serialization_ps``, as the
+engine), ``red(b) = ser(b, R)``, R = ``chip.reduce_Bps``, e = element bytes.
+Level l: alpha_l = latency of the longest path between ring neighbours (one
+link on ring, torus and direct levels, two on a switch), B_l = the link's
+``rate_Bps``.  Across nodes: alpha = NIC latency (+ spine latency when an
+oversubscribed fat tree has several leaves), B = NIC rate.
+
+Part sizes in elements, at the largest piece (the slowest chip):
+all_reduce: c = ceil(count / (k C)); a chip holding c_l elements entering level
+l sends parts of b_l = ceil(c_l / g_l) and keeps one (c_{l+1} = b_l); across
+nodes b = ceil(c_top / N) (ring) or h = ceil(c_top / 2) (tree).
+reduce_scatter / all_gather: p = ceil(B / (k C)); b_l = (n / (g_0...g_l)) p;
+b = p across nodes.
+
+Channels sharing a directed link: lambda_l = ceil(C'/2) when ``bidirectional``
+and the level is a ring/torus of size >= 3 (the two directions use different
+links), else C'; across nodes lambda = chips_per_nic x C' (the chips on one NIC
+and their channels share its rate); C' = min(C, elements) channels carry data.
+Each chip reduces for all its channels: C' reductions per step.
+
+    ring RS_l:   (g_l - 1) (alpha_l + lambda_l ser(b_l e, B_l) + C' red(b_l e))
+    ring AG_l:   (g_l - 1) (alpha_l + lambda_l ser(b_l e, B_l))
+    mesh RS_l:   alpha_l + C' ser(b_l e, B_l) + (g_l - 1) C' red(b_l e)
+    mesh AG_l:   alpha_l + C' ser(b_l e, B_l)
+    TOP_RS:      (N - 1) (alpha + lambda ser(b e, B) + C' red(b e))
+    TOP_AG:      (N - 1) (alpha + lambda ser(b e, B))
+    TREE:        D (alpha + f lambda ser(h e, B) + f C' red(h e)) + D (alpha + f lambda ser(h e, B))
+                 D = height of the taller tree, f = 1 when N = 2 else 2 (children per parent)
+
+With t_p the time of one chunk through phase p, Sigma = sum_p t_p, M = max_p t_p,
+k' chunks that carry data and F = in_flight, the pipeline is a flow shop with
+a window of F chunks (``pipeline_ps``):
+
+    T = launch + Sigma + q max(Sigma, F M) + r M,   (q, r) = divmod(k' - 1, F)
+
+i.e. launch + Sigma + (k' - 1) M whenever the window does not bind (F M >=
+Sigma).  Count 0 (or one chip): T = launch.
+
+When analytic == event
+----------------------
+To the picosecond when C = 1, every split is even (equal parts at every
+level), no NIC is shared (chips_per_nic = 1, or N = 1), top = ring or N = 2,
+rings close with one link (not a torus whose dimensions are all odd), the
+scale-out network is non-blocking, strided runs in data fidelity serialize in
+whole ps (b 1e12 divisible by the rate), and
+
+* one chunk carries data (k' = 1), for every collective; or
+* all_gather with any k and in_flight: its phases use disjoint links and never
+  reduce, so the event schedule is exactly the flow shop;
+* reduce_scatter with any k, as long as two phases never reduce on a chip at
+  the same time (the chip's one reduction unit is shared, FIFO).
+
+Otherwise the formula is a model:
+
+* RS_l and AG_l of a level use the same links: chunk j+1's RS_l queues behind
+  chunk j's AG_l (and TOP_RS / TOP_AG share the NICs).  The formula ignores
+  that overlap (optimistic): the event time is higher (measured +16% for
+  trn3-ultraserver x 4, 256 MiB, default knobs).
+* Shared links (channels, chips on one NIC) are charged lambda x ser per step;
+  in the event engine the sharers drift apart and overlap their latency and
+  reductions with each other's transfers, so the event time is lower (up to
+  26% lower with two channels on a switch level).
+* The tree formula charges every level two children (f = 2); real in-order
+  trees are thinner near the root and the event time is lower.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from collectives.base import AlgorithmParams, Collective, effective_count
+from collsim.units import serialization_ps
+from topologies.model import Cluster, Fabric
+
+# Phase kinds (same values as collectives/_hierarchical.pxd).
+RING_RS = 0
+RING_AG = 1
+MESH_RS = 2
+MESH_AG = 3
+TREE_AR = 4
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One level the algorithm works on: a scale-up level of size > 1, or the nodes."""
+
+    level: int  # index in cluster.levels; len(cluster.levels) for the scale-out level
+    size: int  # units in a group (g)
+    weight: int  # chips per unit: a chip's digit at this level = (chip // weight) % size
+    mesh: bool  # direct fabric: one-step mesh instead of a ring
+    order: tuple[int, ...]  # ring position -> unit (physical neighbours); () = identity
+    alpha_ps: int  # longest path latency between ring neighbours
+    rate_Bps: int  # serialization rate of the links used
+    lanes: int  # 2 when the two ring directions use disjoint directed links, else 1
+    share: int  # chips whose traffic shares one link of this level (NIC share at the top)
+
+
+@dataclass(frozen=True)
+class Phase:
+    kind: int  # RING_RS, RING_AG, MESH_RS, MESH_AG, TREE_AR
+    level: int  # index into Plan.levels
+
+
+@dataclass(frozen=True)
+class Plan:
+    levels: tuple[LevelPlan, ...]  # active scale-up levels inner -> outer, then the nodes (if N > 1)
+    scale_up: int  # how many of ``levels`` are scale-up levels
+    phases: tuple[Phase, ...]
+    strided: bool  # reduce_scatter / all_gather block layout
+
+
+# --- ring orders and trees -----------------------------------------------------
+
+
+def snake_order(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """Units of a torus (first dimension fastest) in boustrophedon order.
+
+    Consecutive units differ by one step in one dimension.  A dimension of
+    even extent is made the outermost when there is one, so the last unit is
+    one wrap-around link away from the first and the ring closes in one hop.
+    """
+    strides, acc = [], 1
+    for k in dims:
+        strides.append(acc)
+        acc *= k
+    axes = list(range(len(dims)))
+    even = [d for d in axes if dims[d] % 2 == 0 and dims[d] > 1]
+    if even:
+        axes.remove(even[-1])
+        axes.append(even[-1])
+    seq: list[int] = [0]
+    for d in axes:  # inner -> outer
+        layer: list[int] = []
+        for z in range(dims[d]):
+            part = seq if z % 2 == 0 else seq[::-1]
+            layer.extend(u + z * strides[d] for u in part)
+        seq = layer
+    return tuple(seq)
+
+
+def ring_order(level) -> tuple[int, ...]:
+    """Ring position -> unit for one scale-up level (physical-neighbour order)."""
+    if level.fabric is Fabric.torus:
+        return snake_order(tuple(level.dims))
+    return tuple(range(level.size))
+
+
+def _inorder_tree(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Binary tree over labels 1..n in in-order layout: children (n+1, 2) and parent (n+1) by label.
+
+    Label i with lowest set bit L has children i - L/2 and i + d, d the
+    largest of L/2, L/4, ... with i + d <= n (none when L = 1).  The root is
+    the largest power of two <= n; height ~ log2 n.  Label 0 is unused.
+    """
+    lab = np.arange(1, n + 1, dtype=np.int64)
+    low = lab & -lab
+    half = low // 2
+    left = np.where(half >= 1, lab - half, 0)
+    d = half.copy()
+    while True:
+        bad = (d >= 1) & (lab + d > n)
+        if not bad.any():
+            break
+        d = np.where(bad, d // 2, d)
+    right = np.where(d >= 1, lab + d, 0)
+    children = np.zeros((n + 1, 2), dtype=np.int64)
+    children[1:, 0] = left
+    children[1:, 1] = right
+    parent = np.zeros(n + 1, dtype=np.int64)
+    for col in (left, right):
+        has = col > 0
+        parent[col[has]] = lab[has]
+    return children, parent
+
+
+def double_binary_tree(n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Two complementary binary trees over nodes 0..n-1 (n >= 2).
+
+    Tree 0 puts node r at label r+1 of the in-order tree; tree 1 mirrors it
+    (label n - r) when n is even, shifts it (label (r+1) mod n + 1) when n is
+    odd, so that the leaves of one tree are mostly inner nodes of the other.
+    Returns parent (2, n) with -1 at the roots, children (2, n, 2) with -1 for
+    none (left first), and the height of the taller tree (edges).
+    """
+    children_l, parent_l = _inorder_tree(n)
+    labels = np.arange(1, n + 1, dtype=np.int64)
+    node_of_label = [labels - 1, (n - labels) if n % 2 == 0 else (labels - 2) % n]
+    parent = np.full((2, n), -1, dtype=np.int64)
+    children = np.full((2, n, 2), -1, dtype=np.int64)
+    height = 0
+    for t in range(2):
+        to_node = np.concatenate(([-1], node_of_label[t]))  # label -> node, label 0 -> -1
+        nodes = to_node[1:]
+        parent[t, nodes] = to_node[parent_l[1:]]
+        children[t, nodes, 0] = to_node[children_l[1:, 0]]
+        children[t, nodes, 1] = to_node[children_l[1:, 1]]
+        depth = np.zeros(n, dtype=np.int64)
+        par = parent[t]
+        for _ in range(n):  # ~log2 n rounds: depth[x] = depth[parent] + 1
+            new = np.where(par >= 0, depth[np.maximum(par, 0)] + 1, 0)
+            if np.array_equal(new, depth):
+                break
+            depth = new
+        height = max(height, int(depth.max()))
+    return parent, children, height
+
+
+# --- the plan --------------------------------------------------------------------
+
+
+def _level_alpha_ps(cluster: Cluster, order: tuple[int, ...], weight: int, mesh: bool) -> int:
+    """Longest path latency between consecutive units of the ring (group of chip 0)."""
+    pairs = [(0, 1)] if mesh else [(order[q], order[(q + 1) % len(order)]) for q in range(len(order))]
+    worst = 0
+    for a, b in pairs:
+        path = cluster.route(a * weight, b * weight)
+        worst = max(worst, sum(cluster.link_spec(link).latency_ps for link in path))
+    return worst
+
+
+def build_plan(cluster: Cluster, collective: Collective, params: AlgorithmParams) -> Plan:
+    """Levels worked on and phases in order (shared by the analytic and the event schedule)."""
+    levels: list[LevelPlan] = []
+    weight = 1
+    for index, level in enumerate(cluster.levels):
+        if level.size > 1:
+            mesh = level.fabric is Fabric.direct
+            order = () if mesh else ring_order(level)
+            lanes = 2 if (level.fabric in (Fabric.ring, Fabric.torus) and level.size >= 3) else 1
+            levels.append(
+                LevelPlan(index, level.size, weight, mesh, order,
+                          _level_alpha_ps(cluster, order, weight, mesh), level.link.rate_Bps, lanes, 1)
+            )
+        weight *= level.size
+    scale_up = len(levels)
+    if cluster.nodes > 1:
+        so = cluster.topology.scale_out
+        alpha = so.nic.latency_ps + (so.spine_latency_ps if (so.blocking and cluster.leaves > 1) else 0)
+        levels.append(LevelPlan(len(cluster.levels), cluster.nodes, weight, False, (), alpha, so.nic.rate_Bps, 1,
+                                cluster.topology.chips_per_nic))
+    top = scale_up if cluster.nodes > 1 else None
+    ups = list(range(scale_up))
+    phases: list[Phase] = []
+
+    def rs(i):
+        return MESH_RS if levels[i].mesh else RING_RS
+
+    def ag(i):
+        return MESH_AG if levels[i].mesh else RING_AG
+
+    if collective is Collective.all_reduce:
+        phases += [Phase(rs(i), i) for i in ups]
+        if top is not None:
+            if params.top == "tree":
+                phases.append(Phase(TREE_AR, top))
+            else:
+                phases += [Phase(RING_RS, top), Phase(RING_AG, top)]
+        phases += [Phase(ag(i), i) for i in reversed(ups)]
+    elif collective is Collective.reduce_scatter:
+        phases += [Phase(rs(i), i) for i in ups]
+        if top is not None:
+            phases.append(Phase(RING_RS, top))
+    else:
+        if top is not None:
+            phases.append(Phase(RING_AG, top))
+        phases += [Phase(ag(i), i) for i in reversed(ups)]
+    return Plan(tuple(levels), scale_up, tuple(phases), collective is not Collective.all_reduce)
+
+
+# --- analytic ----------------------------------------------------------------------
+
+
+def pipeline_ps(stage_ps: list[int], chunks: int, in_flight: int) -> int:
+    """Flow shop: ``chunks`` identical chunks through the stages, each stage one chunk at a time.
+
+    Chunk j finishes stage p at C(j, p) = max(C(j, p-1), C(j-1, p)) + t_p, and
+    chunk j may only start once chunk j - in_flight has left the last stage.
+    The longest path of this max-plus recurrence walks the slowest stage (M =
+    max t_p per chunk) or jumps a window (Sigma = sum t_p per in_flight
+    chunks), whichever is longer: Sigma + q max(Sigma, F M) + r M with
+    q, r = divmod(chunks - 1, F).
+    """
+    if chunks <= 0 or not stage_ps:
+        return 0
+    total, worst = sum(stage_ps), max(stage_ps)
+    q, r = divmod(chunks - 1, in_flight)
+    return total + q * max(total, in_flight * worst) + r * worst
+
+
+def _channels_per_link(level: LevelPlan, params: AlgorithmParams, c: int) -> int:
+    """Of ``c`` busy channels, how many send on one directed link of this level (times the chips sharing it)."""
+    if level.mesh:
+        return c
+    if params.bidirectional and level.lanes == 2 and c >= 2:
+        return level.share * (-(-c // 2))
+    return level.share * c
+
+
+def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                   params: AlgorithmParams) -> tuple[list[int], int]:
+    """Time of one chunk through each phase (ps), and how many chunks carry data."""
+    params = params.validate()
+    n = cluster.chips
+    total_count = effective_count(collective, count, n)
+    if n == 1 or total_count == 0:
+        return [], 0
+    plan = build_plan(cluster, collective, params)
+    k = params.chunk_count(total_count * elem_bytes)
+    c = params.channels
+    pieces = k * c
+    total = total_count if not plan.strided else total_count // n
+    chunks = -(-min(total, pieces) // c)
+    piece = -(-total // pieces)
+    c = min(c, total)  # channels that carry data (pieces j*C + ch; the first ``total`` are non-empty)
+    red = cluster.topology.chip.reduce_ps
+
+    # elements of one part message at each plan level (largest chip)
+    part: list[int] = []
+    held = piece
+    for lv in plan.levels:
+        if plan.strided:
+            part.append((n // (lv.weight * lv.size)) * piece)
+        else:
+            part.append(-(-held // lv.size))
+            held = part[-1]
+    time_ps: list[int] = []
+    for ph in plan.phases:
+        lv = plan.levels[ph.level]
+        g, alpha, lam = lv.size, lv.alpha_ps, _channels_per_link(lv, params, c)
+        if ph.kind == TREE_AR:
+            _, _, height = double_binary_tree(g)
+            fan = 1 if g == 2 else 2
+            held_top = piece if plan.scale_up == 0 else part[plan.scale_up - 1]
+            hb = -(-held_top // 2) * elem_bytes
+            s = fan * lam * serialization_ps(hb, lv.rate_Bps)
+            t = height * (alpha + s + fan * c * red(hb)) + height * (alpha + s)
+        else:
+            bb = part[ph.level] * elem_bytes
+            rs = ph.kind in (RING_RS, MESH_RS)
+            if ph.kind in (MESH_RS, MESH_AG):
+                t = alpha + c * serialization_ps(bb, lv.rate_Bps) + ((g - 1) * c * red(bb) if rs else 0)
+            else:
+                t = (g - 1) * (alpha + lam * serialization_ps(bb, lv.rate_Bps) + (c * red(bb) if rs else 0))
+        time_ps.append(t)
+    return time_ps, chunks
+
+
+def _fixed_top_time_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                       params: AlgorithmParams) -> int:
+    stages, chunks = phase_times_ps(cluster, collective, count, elem_bytes, params)
+    return cluster.topology.chip.launch_overhead_ps + pipeline_ps(stages, chunks, params.in_flight)
+
+
+def resolve_top(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                params: AlgorithmParams) -> AlgorithmParams:
+    """``top=auto``: ring or tree across nodes, whichever the closed form says is faster.
+
+    As NCCL's tuner picks its inter-node algorithm per size: a ring across N
+    nodes pays 2(N-1) EFA latencies, a tree 2 log2(N), so the tree wins on
+    large clusters and small shards, the ring on few nodes and large shards.
+    Ties go to the ring.  It is decided once per (cluster, size), and the event
+    schedule runs the same choice, so ``event`` and ``analytic`` agree on it.
+    """
+    if params.top != "auto":
+        return params
+    ring, tree = replace(params, top="ring"), replace(params, top="tree")
+    if collective is not Collective.all_reduce or cluster.nodes <= 1:
+        return ring  # reduce-scatter / all-gather always cross nodes on a ring
+    t_ring = _fixed_top_time_ps(cluster, collective, count, elem_bytes, ring)
+    t_tree = _fixed_top_time_ps(cluster, collective, count, elem_bytes, tree)
+    return tree if t_tree < t_ring else ring
+
+
+def analytic_time_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                     params: AlgorithmParams) -> int:
+    """Closed-form time (ps) including the chip's launch overhead (module docstring)."""
+    params = resolve_top(cluster, collective, count, elem_bytes, params.validate())
+    return _fixed_top_time_ps(cluster, collective, count, elem_bytes, params)
+
+
+# --- event ----------------------------------------------------------------------------
+
+
+def make_schedule(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                  params: AlgorithmParams):
+    """The event schedule (collectives/_hierarchical.pyx) for ``count`` elements per chip."""
+    from collectives._hierarchical import HierarchicalSchedule
+
+    params = resolve_top(cluster, collective, count, elem_bytes, params.validate())
+    n = cluster.chips
+    total_count = effective_count(collective, count, n)
+    plan = build_plan(cluster, collective, params)
+    k = params.chunk_count(total_count * elem_bytes)
+    nlv = len(plan.levels)
+    orders, pos = [], []
+    order_off = np.full(nlv, -1, dtype=np.int64)
+    at = 0
+    for i, lv in enumerate(plan.levels):
+        if lv.order and lv.order != tuple(range(lv.size)):
+            order_off[i] = at
+            orders.extend(lv.order)
+            inverse = [0] * lv.size
+            for q, u in enumerate(lv.order):
+                inverse[u] = q
+            pos.extend(inverse)
+            at += lv.size
+    top_tree = any(ph.kind == TREE_AR for ph in plan.phases)
+    if top_tree:
+        parent, children, _ = double_binary_tree(cluster.nodes)
+    else:
+        parent, children = np.full((2, 1), -1, dtype=np.int64), np.full((2, 1, 2), -1, dtype=np.int64)
+    return HierarchicalSchedule(
+        n,
+        cluster.nodes,
+        total_count if not plan.strided else total_count // n,
+        1 if plan.strided else 0,
+        k,
+        params.channels,
+        params.in_flight,
+        1 if params.bidirectional else 0,
+        plan.scale_up,
+        np.array([ph.kind for ph in plan.phases], dtype=np.int64),
+        np.array([ph.level for ph in plan.phases], dtype=np.int64),
+        np.array([lv.size for lv in plan.levels], dtype=np.int64),
+        np.array([lv.weight for lv in plan.levels], dtype=np.int64),
+        np.array([1 if lv.mesh else 0 for lv in plan.levels], dtype=np.int64),
+        order_off,
+        np.array(orders if orders else [0], dtype=np.int64),
+        np.array(pos if pos else [0], dtype=np.int64),
+        np.ascontiguousarray(parent.reshape(-1)),
+        np.ascontiguousarray(children.reshape(-1)),
+    )
