@@ -87,3 +87,38 @@ def effective_count(collective: Collective, count: int, n: int) -> int:
     if collective is Collective.all_reduce:
         return count
     return (count // n) * n
+
+
+def lower_bound_ps(cluster, collective: Collective, count: int, elem_bytes: int) -> int:
+    """A time no all-reduce / reduce-scatter / all-gather algorithm can beat on ``cluster``.
+
+    Without in-network reduction every chip must *receive* at least one value
+    per element of its result that depends on other chips: S bytes for
+    all-reduce, its block for reduce-scatter (>= S/n, the smallest block), all
+    other blocks for all-gather (>= S - largest block).  It cannot receive
+    faster than the sum of the rates of every link into it (each level's ports,
+    plus a whole NIC), and the first byte needs at least the smallest link
+    latency.  So T >= launch + min latency + bytes / ingress rate, rounded down.
+    Property tests check every algorithm, analytic and event, against it.
+    """
+    n = cluster.chips
+    launch = cluster.topology.chip.launch_overhead_ps
+    count = effective_count(collective, count, n)
+    if n == 1 or count == 0:
+        return launch
+    parts = split_counts(count, n)
+    needed = {
+        Collective.all_reduce: count,
+        Collective.reduce_scatter: min(parts),
+        Collective.all_gather: count - max(parts),
+    }[collective] * elem_bytes
+    ingress, latencies = 0, []
+    for level in cluster.levels:
+        if level.ports:
+            ingress += (1 if level.fabric.value == "switch" else level.ports) * level.link.rate_Bps
+            latencies.append(level.link.latency_ps)
+    if cluster.nodes > 1:
+        nic = cluster.topology.scale_out.nic
+        ingress += nic.rate_Bps
+        latencies.append(nic.latency_ps // 2)  # the NIC downlink's share (topologies.model)
+    return launch + min(latencies) + needed * 10**12 // ingress
