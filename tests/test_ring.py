@@ -11,10 +11,11 @@ import pytest
 
 from collectives.base import AlgorithmParams, Collective
 from collectives.event import simulate
-from collectives.ring import analytic_time_ps, make_schedule, ring_order, ring_path
+from collectives.ring import analytic_time_ps, make_schedule, ring_lap, ring_order, ring_path
 from collectives._ring import RingSchedule, symmetric_ring_time_ps
 from collsim.errors import ConfigError
 from topologies.model import ChipSpec, Cluster, Fabric, Level, LinkSpec, ScaleOut, Topology
+from topologies.presets import preset_cluster
 
 LAUNCH = 5_000_000            # 5 us
 ALPHA = 1_000_000             # 1 us per link
@@ -143,12 +144,18 @@ def test_analytic_2x2_torus_is_a_ring_of_four():
     assert analytic_time_ps(c, AR, 4096, 4, ONE) == LAUNCH + 6 * (ALPHA + s) + 3 * r
 
 
-def test_analytic_two_nodes_prices_every_hop_as_the_nic_hop():
+def test_analytic_two_nodes_of_two_prices_each_hop_as_itself():
+    # order [0, 1, 3, 2]: hops alternate NeuronLink and NIC.  ring_path still names the
+    # bottleneck, but the ring is heterogeneous, so the analytic is the heaviest path:
+    # here every stage a hop (family (a)): 2L - (two cheapest adjacent hops) + (n-1) r
     c = cluster([level(2)], nodes=2, nics=2)   # NIC: 25 GB/s, 15 us
     path = ring_path(c)
     assert (path.alpha_ps, path.rate_Bps) == (15_000_000, 25 * 10**9)
-    s, r = 320, 8                              # block = 2 floats = 8 B
-    assert analytic_time_ps(c, AR, 8, 4, ONE) == LAUNCH + 6 * (15_000_000 + s) + 3 * r
+    x_link, x_nic, r = ALPHA + 80, 15_000_000 + 320, 8      # block = 2 floats = 8 B
+    lap = 2 * x_link + 2 * x_nic
+    assert analytic_time_ps(c, AR, 8, 4, ONE) == LAUNCH + 2 * lap - (x_link + x_nic) + 3 * r
+    assert analytic_time_ps(c, RS, 8, 4, ONE) == LAUNCH + lap - x_link + 3 * r
+    assert analytic_time_ps(c, AG, 8, 4, ONE) == LAUNCH + lap - x_link
 
 
 def test_analytic_edge_cases():
@@ -275,7 +282,7 @@ def test_reduce_scatter_and_all_gather_agree_for_any_count_and_channels():
                 assert event(c, coll, count, params).time_ps == analytic_time_ps(c, coll, count, 4, params)
 
 
-# --- event below analytic: a heterogeneous ring, by hand -----------------------------
+# --- a heterogeneous ring, by hand ---------------------------------------------------
 
 
 def test_two_nodes_event_follows_the_alternating_hops():
@@ -288,10 +295,179 @@ def test_two_nodes_event_follows_the_alternating_hops():
     r = 8
     ev = event(c, AR, 8, ONE, verify=True)
     assert ev.wrong == 0
-    assert ev.time_ps == LAUNCH + 3 * x_nic + 3 * x_link + 3 * r
-    assert ev.time_ps < analytic_time_ps(c, AR, 8, 4, ONE) == LAUNCH + 6 * x_nic + 3 * r
+    assert ev.time_ps == analytic_time_ps(c, AR, 8, 4, ONE) == LAUNCH + 3 * x_nic + 3 * x_link + 3 * r
     # all-gather: a chain starting on a NIC hop makes NIC, link, NIC
-    assert event(c, AG, 8, ONE).time_ps == LAUNCH + 2 * x_nic + x_link
+    assert event(c, AG, 8, ONE).time_ps == analytic_time_ps(c, AG, 8, 4, ONE) == LAUNCH + 2 * x_nic + x_link
+
+
+def test_lap_classes_of_a_trn2_ultraserver_pair():
+    c = preset_cluster("trn2-ultraserver", 2)                 # 2 x (4x4 torus x Z ring of 4)
+    lap = ring_lap(c)
+    n = c.chips
+    (torus_size, torus), (z_size, z) = lap.levels
+    assert (torus_size, z_size, lap.nodes) == (16, 4, 2)
+    # a level-i hop changes Gray digit i: n / below_i - n / below_(i+1) of them
+    assert (torus.count, z.count, lap.nic.count, lap.closing.count) == (n - n // 16, n // 16 - n // 64, 1, 1)
+    assert lap.hops == n == 128
+    assert (torus.latency_ps, torus.rate_Bps) == (1_500_000, 230_400_000_000)     # 256 GB/s x 0.9
+    assert (z.latency_ps, z.rate_Bps) == (1_500_000, 115_200_000_000)
+    assert (lap.nic.latency_ps, lap.nic.rate_Bps) == (15_000_000, 24_215_000_000)  # 200 Gbps x 0.9686
+    assert (lap.closing.latency_ps, lap.closing.rate_Bps) == (15_000_000, 24_215_000_000)
+    # one NIC per chip, rings and tori: no link carries both directions
+    assert all(cls.shared_rate_Bps == 0 for cls in lap.classes)
+
+
+def test_lap_sees_shared_links():
+    # innermost switch of >= 3: a chip's uplink carries its forward and backward hop
+    sw = ring_lap(cluster([level(4, Fabric.switch), level(2, name="l1")]))
+    assert sw.levels[0][1].shared_rate_Bps == 100 * 10**9 and sw.levels[1][1].shared_rate_Bps == 0
+    # a switch above the innermost level: its hops are never consecutive
+    assert ring_lap(cluster([level(2), level(4, Fabric.switch, name="l1")])).levels[1][1].shared_rate_Bps == 0
+    # one NIC per node: the entry and exit chips share it
+    assert ring_lap(cluster([level(4)], nodes=2, nics=1)).nic.shared_rate_Bps == 25 * 10**9
+    assert ring_lap(cluster([level(4)], nodes=2, nics=2)).nic.shared_rate_Bps == 0   # chips 0 and 3
+    # a closing hop over two links, the first also the backward hop's (see below)
+    odd = ring_lap(cluster([level(2), level(5, name="l1")]))
+    assert (odd.closing.latency_ps, odd.closing.shared_rate_Bps, odd.closing.shared_latency_ps) == \
+        (2 * ALPHA, 100 * 10**9, ALPHA)
+
+
+# Two nodes of a 4-chip ring, one NIC per chip: order [0, 1, 2, 3, 7, 6, 5, 4], a lap of
+# 6 NeuronLink hops (100 GB/s, 1 us) and 2 NIC hops (25 GB/s, 15 us: the hop between the
+# nodes and the closing hop).  b bytes per block: s_link = 10 b, s_nic = 40 b, r = b ps.
+TWO_BY_FOUR = dict(levels=[level(4)], nodes=2, nics=4)
+
+
+def test_heterogeneous_lap_bound_by_hand():
+    c = cluster(**TWO_BY_FOUR)
+    assert ring_order(c).tolist() == [0, 1, 2, 3, 7, 6, 5, 4]
+    b = 4096                                              # 1024 floats per block
+    h_link, h_nic, r = ALPHA + 10 * b, 15_000_000 + 40 * b, b
+    lap = 6 * h_link + 2 * h_nic
+    # the per-step NIC load 40 b is far below the lap's mean hop: every stage a hop (family (a))
+    expected = {AR: 2 * lap - 2 * h_link + 7 * r, RS: lap - h_link + 7 * r, AG: lap - h_link}
+    for coll, t in expected.items():
+        assert analytic_time_ps(c, coll, 8 * 1024, 4, ONE) == LAUNCH + t
+        assert event(c, coll, 8 * 1024, ONE).time_ps == LAUNCH + t
+    # the old bottleneck model priced all 14 steps of an all-reduce as NIC hops
+    assert LAUNCH + expected[AR] < LAUNCH + 14 * h_nic + 7 * r
+
+
+def test_heterogeneous_nic_bound_by_hand():
+    c = cluster(**TWO_BY_FOUR)
+    b = 1 << 20                                           # 256 Ki floats per block
+    s_nic, r = 40 * b, b
+    # n s_nic > the lap: the NIC link never rests; every step it sends a piece
+    # (stays, family (b)), then the last piece crosses the NIC's 15 us
+    assert 8 * s_nic > 6 * (ALPHA + 10 * b) + 2 * (15_000_000 + s_nic)
+    expected = {AR: 14 * s_nic + 15_000_000,
+                RS: 7 * s_nic + 15_000_000 + r,           # the last arrival is reduced
+                AG: 7 * s_nic + 15_000_000}
+    for coll, t in expected.items():
+        assert analytic_time_ps(c, coll, 8 << 18, 4, ONE) == LAUNCH + t
+        assert event(c, coll, 8 << 18, ONE).time_ps == LAUNCH + t
+    # two bidirectional channels halve the piece; each direction has its own NICs
+    assert analytic_time_ps(c, AR, 8 << 18, 4, BIDI) == LAUNCH + 14 * (s_nic // 2) + 15_000_000
+    assert event(c, AR, 8 << 18, BIDI).time_ps == LAUNCH + 14 * (s_nic // 2) + 15_000_000
+
+
+def test_heterogeneous_shared_nic_by_hand():
+    # one NIC per node: chip 3 (forward out) and chip 0 (backward out) share its uplink,
+    # which carries both channels' pieces every step: load 2 x s_nic / 2
+    c = cluster([level(4)], nodes=2, nics=1)
+    b = 1 << 20
+    t = 14 * (40 * b) + 15_000_000
+    assert analytic_time_ps(c, AR, 8 << 18, 4, BIDI) == event(c, AR, 8 << 18, BIDI).time_ps == LAUNCH + t
+
+
+def test_heterogeneous_analytic_at_a_million_chips_by_hand():
+    # 65,538 nodes of a 4x4 torus: the lap is 983,070 torus hops and 65,538 NIC hops (the
+    # closing one included); 64 floats per block keep it lap-bound: family (a)
+    c = cluster([level(16, Fabric.torus, (4, 4))], nodes=65_538, nics=16)
+    n = c.chips
+    assert n == 1_048_608
+    b = 256
+    h_link, h_nic, r = ALPHA + 10 * b, 15_000_000 + 40 * b, b
+    lap = (n - n // 16) * h_link + (n // 16) * h_nic
+    assert analytic_time_ps(c, AR, n * 64, 4, ONE) == LAUNCH + 2 * lap - 2 * h_link + (n - 1) * r
+    assert analytic_time_ps(c, AG, n * 64, 4, ONE) == LAUNCH + lap - h_link
+
+
+def _random_cluster(rng) -> Cluster:
+    """A small random heterogeneous cluster: 1-3 levels of any fabric, 1-4 nodes."""
+    def link():
+        return LinkSpec(int(rng.choice([25, 50, 100, 230])) * 10**9,
+                        int(rng.choice([100_000, 500_000, 1_000_000, 3_000_000])))
+    levels = []
+    for i in range(int(rng.integers(1, 4))):
+        fabric = [Fabric.ring, Fabric.switch, Fabric.direct, Fabric.torus][int(rng.integers(4))]
+        dims = [(2, 2), (2, 3), (3, 3), (4, 2)][int(rng.integers(4))] if fabric is Fabric.torus else ()
+        size = dims[0] * dims[1] if dims else int(rng.integers(2, 5))
+        levels.append(Level(f"l{i}", size, fabric, link(), dims))
+    per_node = int(np.prod([lv.size for lv in levels]))
+    nics = int(rng.choice([d for d in range(1, per_node + 1) if per_node % d == 0]))
+    return cluster(levels, nodes=int(rng.integers(1, 5)), nics=nics, nic=link(),
+                   reduce_Bps=int(rng.choice([10**11, 10**12, 10**13])))
+
+
+def _expand(lap) -> list[tuple[int, int]]:
+    """The lap's hop classes in ring order, one entry per hop (O(n), for small rings)."""
+    pattern: list = []
+    for size, cls in lap.levels:
+        pattern = pattern + ([(cls.latency_ps, cls.rate_Bps)] + pattern) * (size - 1)
+    hops = list(pattern)
+    for _ in range(lap.nodes - 1):
+        hops += [(lap.nic.latency_ps, lap.nic.rate_Bps)] + pattern
+    return hops + [(lap.closing.latency_ps, lap.closing.rate_Bps)]
+
+
+def test_heterogeneous_one_channel_equals_event_on_random_clusters():
+    """C = 1, equal blocks: every link and reduction unit serves one piece per step in
+    step order, so the engine is the max-plus system whose heaviest path the analytic
+    takes: equal to the picosecond.  Uneven blocks: the analytic prices every block as
+    the largest, so event <= analytic."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    while checked < 30:
+        c = _random_cluster(rng)
+        n = c.chips
+        if not 3 <= n <= 48:
+            continue
+        lap = ring_lap(c)
+        order = ring_order(c)
+        routes = [c.route(int(order[p]), int(order[(p + 1) % n])) for p in range(n)]
+        actual = [(sum(c.link_spec(x).latency_ps for x in route), min(c.link_spec(x).rate_Bps for x in route))
+                  for route in routes]
+        assert _expand(lap) == actual                        # the class sequence is the ring's
+        if len(set(actual)) == 1:
+            continue                                         # homogeneous: the symmetric model
+        checked += 1
+        for coll in Collective:
+            for per_block in (1, 300, 20_000):
+                assert event(c, coll, n * per_block, ONE).time_ps == analytic_time_ps(c, coll, n * per_block, 4, ONE)
+            count = n * 300 + n // 2                         # uneven (all-reduce; the halves round down)
+            assert event(c, coll, count, ONE).time_ps <= analytic_time_ps(c, coll, count, 4, ONE)
+
+
+@pytest.mark.parametrize("preset,nodes", [("trn2", 4), ("trn2", 16), ("trn1", 4), ("trn2-ultraserver", 2)])
+def test_multi_node_presets_analytic_within_3_percent_of_event(preset, nodes):
+    """Default ring (2 bidirectional channels), 64 KiB .. 256 MiB, every collective.
+
+    Tolerance 3%: per channel the analytic is the heaviest path of the max-plus
+    system, exact for one channel; what it leaves out is the waits the two
+    channels cause each other when their pieces reach one reduction unit (or a
+    shared link) at nearly the same time.  On these rings one EFA hop per node
+    dominates the lap, and the measured gap is below 0.3% (trn1: chip pairs
+    share a NIC, but a node's entry and exit chips use different ones).  The old
+    bottleneck model was 1.1x to 6.4x above event here.
+    """
+    c = preset_cluster(preset, nodes)
+    params = AlgorithmParams()
+    for coll in Collective:
+        for size in (64 << 10, 1 << 20, 16 << 20, 256 << 20):
+            ev = simulate(c, coll, "ring", size // 4, "float32", 4, params, False).time_ps
+            an = analytic_time_ps(c, coll, size // 4, 4, params)
+            assert abs(an - ev) <= 0.03 * ev, (coll, size, an, ev)
 
 
 # --- contention the analytic does not see: event > analytic, by hand -------------------
