@@ -30,11 +30,20 @@ build: .build-stamp
 test: build
 	$(VENV)/bin/pytest -q
 
+# One table, then the `demo` sweep (resumes if multirun/demo exists) and its figures.
 demo: build
 	$(VENV)/bin/collsim topology=trn2 cluster.nodes=64 algorithm=auto
+	$(VENV)/bin/collsim -m experiment=demo
+	$(VENV)/bin/collsim-plot multirun/demo --out plots/figures
 
 bench: build
 	$(PY) benchmarks/run_all.py
+
+# Side by side with SimGrid SMPI (installs libsimgrid-dev when missing; see README).
+# PEERS_ARGS passes options, e.g. make bench-peers PEERS_ARGS=--quick
+.PHONY: bench-peers
+bench-peers: build
+	$(PY) benchmarks/smpi_vs_collsim.py $(PEERS_ARGS)
 
 clean:
 	rm -rf build .build-stamp *.egg-info

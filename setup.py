@@ -12,7 +12,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-PACKAGES = ("collsim", "collectives", "topologies", "plots")
+PACKAGES = ("collsim", "collectives", "topologies", "plots", "hydra_plugins")  # hydra_plugins: namespace, no __init__
 
 
 def _extensions():

@@ -38,25 +38,29 @@ def blocks(count: int, n: int) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(split_counts(count, n)))).astype(np.int64)
 
 
-def init_buffers(buffers: np.ndarray, collective: Collective, count: int) -> None:
+def init_buffers(buffers: np.ndarray, collective: Collective, count: int, first_chip: int = 0,
+                 chips: int | None = None) -> None:
     """Fill every chip's buffer with its inputs (in place, as NCCL's in-place collectives).
 
     all-gather: chip r's input is its own block r; every other element gets a
-    poison value (-99) so a missing copy is always counted wrong.
+    poison value (-99) so a missing copy is always counted wrong.  Row k holds
+    chip ``first_chip + k`` of a collective over ``chips`` chips (default: the
+    rows are all of them; an MPI rank holds its own chips only).
     """
-    n = buffers.shape[0]
-    chips = np.arange(n, dtype=np.int64)
+    rows = buffers.shape[0]
+    n = rows if chips is None else chips
+    ids = np.arange(first_chip, first_chip + rows, dtype=np.int64)
     index = np.arange(buffers.shape[1], dtype=np.int64)
     if collective is Collective.all_gather:
         buffers[:] = -99
         bounds = blocks(count, n)
-        for r in range(n):
-            lo, hi = bounds[r], bounds[r + 1]
-            buffers[r, lo:hi] = _pattern(chips[r : r + 1], index[lo:hi])[0]
+        for k in range(rows):
+            lo, hi = bounds[ids[k]], bounds[ids[k] + 1]
+            buffers[k, lo:hi] = _pattern(ids[k : k + 1], index[lo:hi])[0]
         return
-    for lo in range(0, n, 1024):  # bounded temporaries for large clusters
-        hi = min(n, lo + 1024)
-        buffers[lo:hi] = _pattern(chips[lo:hi], index)
+    for lo in range(0, rows, 1024):  # bounded temporaries for large clusters
+        hi = min(rows, lo + 1024)
+        buffers[lo:hi] = _pattern(ids[lo:hi], index)
 
 
 def reduced_values(n: int, count: int) -> np.ndarray:
@@ -69,9 +73,11 @@ def reduced_values(n: int, count: int) -> np.ndarray:
     return total
 
 
-def count_wrong(buffers: np.ndarray, collective: Collective, count: int) -> int:
-    """Elements that differ from the exact expected result, over all chips."""
-    n = buffers.shape[0]
+def count_wrong(buffers: np.ndarray, collective: Collective, count: int, first_chip: int = 0,
+                chips: int | None = None) -> int:
+    """Elements that differ from the exact expected result, over all rows (chips as in init_buffers)."""
+    rows = buffers.shape[0]
+    n = rows if chips is None else chips
     if count == 0:
         return 0
     if collective is Collective.all_gather:
@@ -84,7 +90,7 @@ def count_wrong(buffers: np.ndarray, collective: Collective, count: int) -> int:
         return int(np.count_nonzero(buffers[:, :count] != expected[None, :]))
     bounds = blocks(count, n)
     wrong = 0
-    for r in range(n):
-        lo, hi = bounds[r], bounds[r + 1]
-        wrong += int(np.count_nonzero(buffers[r, lo:hi] != expected[lo:hi]))
+    for k in range(rows):
+        lo, hi = bounds[first_chip + k], bounds[first_chip + k + 1]
+        wrong += int(np.count_nonzero(buffers[k, lo:hi] != expected[lo:hi]))
     return wrong

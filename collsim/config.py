@@ -102,6 +102,7 @@ class TopologyConfig:
 @dataclass
 class ClusterConfig:
     nodes: int = 1  # scale-up domains (servers, or UltraServers) joined by the scale-out network
+    chips: Optional[int] = None  # if set, overrides nodes: chips / chips per node (must divide)
 
 
 @dataclass
@@ -125,8 +126,8 @@ class AlgorithmConfig:
     bidirectional: bool = True  # odd channels run the ring backwards
     chunks: int = 4  # pipeline chunks (tree, hierarchical)
     chunk_size: Optional[str] = None  # if set, overrides chunks: ceil(size / chunk_size)
-    in_flight: int = 4  # hierarchical: chunks in the pipeline at once
-    top: str = "ring"  # hierarchical: algorithm across nodes (ring | tree)
+    in_flight: int = 4  # tree, hierarchical: chunks a chip keeps in the pipeline at once
+    top: str = "auto"  # hierarchical: algorithm across nodes (ring | tree | auto: the faster per size)
 
 
 @dataclass
@@ -141,6 +142,15 @@ class ReportConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun bookkeeping (collsim/sweep.py); not part of a job's key."""
+
+    name: str = "adhoc"  # sweep directory: multirun/<name>
+    resume: bool = True  # skip jobs whose directory already holds complete results
+    progress: Optional[bool] = None  # progress lines on rank 0; None = when stdout is a terminal
+
+
+@dataclass
 class CollsimConfig:
     topology: TopologyConfig = MISSING
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -150,6 +160,7 @@ class CollsimConfig:
     sizes: SizesConfig = field(default_factory=SizesConfig)
     dtype: DType = DType.float32
     report: ReportConfig = field(default_factory=ReportConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:

@@ -5,17 +5,18 @@ Kept free of Hydra so tests, benchmarks and the sweep launcher can call
 """
 from __future__ import annotations
 
+import io
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 
 from collectives.base import ALGORITHMS, AlgorithmParams, Collective, bus_factor, effective_count
 from collectives.registry import algorithm_module
-from collsim import report
+from collsim import distributed, report
 from collsim.config import DTYPE_BYTES, NCCL_TYPE_NAMES, DType
 from collsim.errors import ConfigError
 from collsim.results import write_csv_atomic
@@ -76,10 +77,20 @@ def size_list(cfg) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def cluster_nodes(cluster_cfg, chips_per_node: int):
+    """``cluster.nodes``, or ``cluster.chips`` / chips per node when chips is set (sweeps at equal chips)."""
+    chips = cluster_cfg.get("chips")
+    if chips is None:
+        return cluster_cfg.nodes
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1 or chips % chips_per_node:
+        raise ConfigError("cluster.chips", f"must be a positive multiple of the {chips_per_node} chips per node, got {chips!r}")
+    return chips // chips_per_node
+
+
 def build_spec(cfg: DictConfig) -> RunSpec:
     topo_cfg = OmegaConf.to_container(cfg.topology, resolve=True, enum_to_str=True)
     topology = load_topology(topo_cfg)
-    cluster = make_cluster(topology, cfg.cluster.nodes)
+    cluster = make_cluster(topology, cluster_nodes(cfg.cluster, topology.chips_per_node))
     alg = cfg.algorithm
     chunk_bytes = 0 if alg.chunk_size in (None, "") else parse_size(alg.chunk_size, "algorithm.chunk_size")
     if alg.chunk_size not in (None, "") and chunk_bytes == 0:
@@ -106,8 +117,8 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     )
 
 
-def evaluate(spec: RunSpec, algorithm: str, count: int) -> tuple[int, int, int | None]:
-    """(time_ps, events, wrong) of one concrete algorithm at one size."""
+def evaluate(spec: RunSpec, algorithm: str, count: int, comm: Any = None) -> tuple[int, int, int | None]:
+    """(time_ps, events, wrong) of one concrete algorithm at one size (``comm``: MPI ranks to spread over)."""
     if spec.fidelity == "analytic":
         module = algorithm_module(algorithm)
         return module.analytic_time_ps(spec.cluster, spec.collective, count, spec.elem_bytes, spec.params), 0, None
@@ -122,11 +133,12 @@ def evaluate(spec: RunSpec, algorithm: str, count: int) -> tuple[int, int, int |
         spec.elem_bytes,
         spec.params,
         verify=spec.fidelity == "data",
+        comm=comm,
     )
     return result.time_ps, result.events, result.wrong
 
 
-def evaluate_size(spec: RunSpec, size_bytes: int) -> SizeResult:
+def evaluate_size(spec: RunSpec, size_bytes: int, comm: Any = None) -> SizeResult:
     """One row: under ``auto`` the fastest algorithm (ties: ring, tree, hierarchical order)."""
     start = time.perf_counter()
     count = effective_count(spec.collective, size_bytes // spec.elem_bytes, spec.cluster.chips)
@@ -134,7 +146,7 @@ def evaluate_size(spec: RunSpec, size_bytes: int) -> SizeResult:
     best = None
     events_total = 0
     for name in candidates:
-        time_ps, events, wrong = evaluate(spec, name, count)
+        time_ps, events, wrong = evaluate(spec, name, count, comm)
         events_total += events
         if best is None or time_ps < best[1]:
             best = (name, time_ps, wrong)
@@ -181,8 +193,21 @@ def _csv_row(cfg: DictConfig, spec: RunSpec, res: SizeResult, row: report.Row, f
 
 
 def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, ranks: int = 1) -> list[dict]:
-    """Validate, evaluate every size, print the table, write results.csv; return the rows."""
+    """Validate, evaluate every size, print the table, write results.csv; return the rows.
+
+    Under MPI (``mpiexec -n R collsim ...``, or a sweep job on R ranks) every
+    event/data simulation is spread over the R ranks (collsim/distributed.py);
+    rank 0 alone prints and writes.
+    """
     spec = build_spec(cfg)
+    comm = distributed.run_comm()
+    if comm is not None:
+        ranks = comm.Get_size()
+        if comm.Get_rank() != 0:
+            out, output_dir = io.StringIO(), None
+        if spec.fidelity != "analytic":  # refused before the header, identically on every rank
+            distributed.check_partition(spec.cluster, ranks)
+            distributed.lookahead_ps(spec.cluster)
     n = spec.cluster.chips
     factor = bus_factor(spec.collective, n)
     show_algo = spec.algorithm == "auto"
@@ -197,22 +222,23 @@ def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, rank
     report.print_lines(report.header_lines(title) + report.table_header(spec.gib, show_algo), out)
     rows, table = [], []
     results_path = output_dir / cfg.report.results_file if output_dir is not None else None
-    for size in spec.sizes:
-        res = evaluate_size(spec, size)
-        row = report.Row(
-            size_bytes=res.size_bytes,
-            count=res.count,
-            type_name=NCCL_TYPE_NAMES[spec.dtype],
-            redop="sum",
-            root=-1,
-            time_ps=res.time_ps,
-            wrong=res.wrong,
-            algorithm=res.algorithm,
-        )
-        table.append(row)
-        report.print_lines([report.format_row(row, factor, spec.gib, show_algo)], out)
-        rows.append(_csv_row(cfg, spec, res, row, factor, ranks))
-        if results_path is not None:
-            write_csv_atomic(results_path, rows)
+    with distributed.abort_on_failure(comm):  # a failure on one rank must not leave the others waiting
+        for size in spec.sizes:
+            res = evaluate_size(spec, size, comm)
+            row = report.Row(
+                size_bytes=res.size_bytes,
+                count=res.count,
+                type_name=NCCL_TYPE_NAMES[spec.dtype],
+                redop="sum",
+                root=-1,
+                time_ps=res.time_ps,
+                wrong=res.wrong,
+                algorithm=res.algorithm,
+            )
+            table.append(row)
+            report.print_lines([report.format_row(row, factor, spec.gib, show_algo)], out)
+            rows.append(_csv_row(cfg, spec, res, row, factor, ranks))
+            if results_path is not None:
+                write_csv_atomic(results_path, rows)
     report.print_lines(report.footer_lines(table, factor, spec.gib), out)
     return rows

@@ -19,6 +19,12 @@ from collsim.engine.data cimport DataPlane
 cdef enum:
     OP_COPY = 0
     OP_REDUCE = 1
+    OP_WAKE = 2              # a wake-up (Engine.wake): no link, no data
+
+# Kinds of records in the MPI outbox (see collsim/distributed.py).
+cdef enum:
+    WIRE_HOP = 0             # the message continues at msg.links[msg.hop] on the receiving rank
+    WIRE_SENDER = 1          # the message was delivered at time_ps: run deliver on the sender's rank
 
 ctypedef struct Message:
     int64_t src
@@ -34,10 +40,24 @@ ctypedef struct Message:
     int64_t links[MAX_HOPS]
     int32_t nhops
     int32_t hop              # == nhops once delivered
-    int32_t op               # OP_COPY or OP_REDUCE
+    int32_t op               # OP_COPY, OP_REDUCE or OP_WAKE
+
+# One outbox record: a header, then payload_nbytes bytes padded to 8 (data fidelity).
+ctypedef struct WireRecord:
+    int64_t dest             # receiving rank
+    int64_t time_ps          # the event's time at the receiver
+    int64_t kind             # WIRE_HOP or WIRE_SENDER
+    int64_t payload_nbytes   # -1: no payload
+    Message msg
 
 
 cdef class Schedule:
+    # True (the default) when deliver() may act for msg.src as well as msg.dst
+    # (the tree: a delivered up-chunk frees a slot of the sender's window).
+    # Under MPI the engine then also calls deliver on the sender's rank, at the
+    # same time and with the same message (no payload).  A schedule whose
+    # deliver acts only for msg.dst may set it False to save that traffic.
+    cdef public bint sender_reacts
     # Emit the initial sends (called once, before the run loop).
     cdef void start(self, Engine engine) noexcept nogil
     # msg has fully arrived at msg.dst at time t_ps (= tail of its last link).
@@ -74,6 +94,25 @@ cdef class Engine:
     cdef int seq_bits                     # event tie = (src << seq_bits) | seq
     cdef int error                        # first failure inside nogil code (ERR_*), 0 if none
     cdef int64_t error_arg[3]
+    cdef readonly int64_t reduce_end_ps   # latest end of a reduction (makespan_ps covers it)
+
+    # --- added: distributed execution (collsim/distributed.py drives it) -------
+    # Rank r owns a contiguous block of whole nodes (nodes split as evenly as
+    # possible, lower ranks one more): their chips, the links those chips send
+    # on, the NIC downlinks of its nodes, and the leaf trunks of every leaf
+    # whose first NIC is in its nodes.  It sends, reduces and delivers only for
+    # its chips; sends from other chips are dropped.
+    cdef readonly int rank
+    cdef readonly int ranks
+    cdef readonly int64_t chip_lo          # owned chips: [chip_lo, chip_hi)
+    cdef readonly int64_t chip_hi
+    cdef int64_t node_base                 # nodes // ranks
+    cdef int64_t node_extra                # nodes % ranks: ranks below it own one more
+    cdef char* outbox                      # WireRecords for other ranks, in creation order
+    cdef int64_t outbox_len
+    cdef int64_t outbox_cap
+    cdef readonly int64_t exported         # records sent to other ranks (cumulative per run)
+    cdef readonly int64_t imported         # records received
 
     # Building blocks of run(), reusable by a windowed (MPI) runner:
     # reset all state and let the schedule emit its first sends (GIL held).
@@ -88,6 +127,8 @@ cdef class Engine:
     cdef int64_t _hop(self, Message* msg) noexcept nogil
     # Apply payload, free the slot, call schedule.deliver.
     cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
+    # A delivery made on another rank, seen by the sender's rank (sender_reacts).
+    cdef void _deliver_to_sender(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
     cdef int64_t _alloc_message(self) noexcept nogil
     cdef void _fail(self, int code, int64_t a, int64_t b, int64_t c) noexcept nogil
 
@@ -101,3 +142,22 @@ cdef class Engine:
     # Reserve chip's reduction unit (FIFO, rate = chip reduce bandwidth) for
     # nbytes of output, not before t_ps; returns the completion time.
     cdef int64_t reduce(self, int64_t chip, int64_t t_ps, int64_t nbytes) noexcept nogil
+    # Zero-cost wake-up: schedule.deliver is called at t_ps (>= now) with a
+    # message src == dst == chip, op OP_WAKE, no link, no data, the given tags.
+    # Ordered like any event by (t_ps, chip, chip's next sequence number).
+    cdef int64_t wake(self, int64_t chip, int64_t t_ps,
+                      int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil
+
+    # --- added: distributed pieces --------------------------------------------
+    cdef bint owns_chip(self, int64_t chip) noexcept nogil
+    cdef int rank_of_node(self, int64_t node) noexcept nogil
+    # Rank owning a scale-out link (NIC up/down, leaf trunks); scale-up links
+    # belong to the rank of the chip that sends on them.
+    cdef int rank_of_link(self, int64_t link) noexcept nogil
+    # After a hop of msg: the other rank that must see it next, or -1.
+    cdef int _next_rank(self, Schedule schedule, const Message* msg) noexcept nogil
+    # Append a record for msg to the outbox; 0, or -1 when out of memory.
+    cdef int _export(self, const Message* msg, int dest, int64_t time_ps, int64_t kind) noexcept nogil
+    # Queue a received record; 0, or -1 when out of memory.
+    cdef int _import(self, const WireRecord* rec, const char* payload) noexcept nogil
+    cdef bint _addressed_here(self, const WireRecord* rec) noexcept nogil

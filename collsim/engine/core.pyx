@@ -35,30 +35,46 @@ schedule's misuse inside nogil code (sending in the past, bad chip, slice out
 of the buffer, out of memory) are recorded in ``error`` and the loop stops;
 ``run`` then raises.
 
-Hook for the distributed runner (DESIGN.md section 7, not implemented here)
--------------------------------------------------------------------------
-``run`` is ``_begin(schedule)`` + ``_process_until(schedule, INT64_MAX)``.  A
-conservative windowed runner, with ranks owning contiguous blocks of whole
-nodes, reuses the same pieces::
+Makespan and wake-ups
+---------------------
+``makespan_ps`` is the later of the last event and the end of the last
+reduction (``reduce_end_ps``), so a schedule need not turn its final
+reduction into an event.  (``run`` still returns ``now_ps``, the time of the
+last event.)  ``wake(chip, t, tags)`` queues a zero-cost wake-up: at t the
+schedule's ``deliver`` runs with a message src == dst == chip, op OP_WAKE,
+no link and no data, ordered like any event by (t, chip, chip's next seq).
 
-    engine._begin(schedule)
-    while (t0 := allreduce_min(engine.next_event_ps())) < INT64_MAX:
-        engine._process_until(schedule, t0 + lookahead)  # min latency of a cross-rank link
-        exchange outboxes; push received messages (their next event is >= t0 + lookahead)
+Distributed execution (DESIGN.md section 7; collsim/distributed.py drives it)
+-------------------------------------------------------------------------------
+``Engine(..., rank=r, ranks=R)`` simulates the chips of rank r: a contiguous
+block of whole nodes (nodes split as evenly as possible, lower ranks one
+more).  A rank owns its chips' state, every link its chips send on, the NIC
+downlinks of its nodes, and the leaf trunks of the leaves whose first NIC is
+in its nodes.  ``send``, ``wake`` and ``reduce`` act only for owned chips:
+a schedule may run its start() over every chip, the other ranks' sends are
+dropped (their owners make them).  A data plane holds the owned chips only
+(row k = chip chip_lo + k).
 
-The one place a message can cross ranks is ``_hop``: it returns the time of
-the message's next event, and ``_process_until`` re-queues the message with
-the same tie (src, seq).  When the link it will reserve next
-(``msg.links[msg.hop]``) belongs to another rank, a windowed runner moves the
-message into an outbox instead; the owner re-inserts it with the same
-(time, src, seq) key, so the event order and every result are identical for
-any number of ranks.  Per-source sequence numbers are per chip, so they do
-not depend on the rank count either.
+Only the scale-out network joins nodes, so a message can leave a rank only
+when its next link is a scale-out link owned elsewhere.  ``_process_until``
+then moves it into the outbox (``_export``) instead of re-queueing it; the
+owner re-inserts it (``_import``) with the same (time, src, seq) key.  A
+delivery happens on the receiving chip's rank; when the schedule's
+``sender_reacts`` is set and the sender lives elsewhere, a WIRE_SENDER copy
+goes to the sender's rank, which runs ``deliver`` there at the same key
+(without payload, not counted as an event).  Per-source sequence numbers are
+per chip, so keys, event order and every result are identical for any rank
+count.  An exported event lies at least one scale-out link latency after the
+event that created it: that is the lookahead of the conservative windows
+(``_process_until(schedule, t0 + lookahead)`` is safe once every rank agrees
+on t0, the earliest pending event anywhere).  With ranks == 1 none of this
+runs.
 """
 import numpy as np
 
 from libc.stdint cimport int64_t, int32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
 
 from collsim.engine.events cimport (Event, heap_init, heap_clear, heap_free, heap_push, heap_pop,
                                     heap_replace_top)
@@ -88,7 +104,14 @@ cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
 
 
 cdef class Schedule:
-    """Base class of event schedules: override ``start`` and ``deliver`` (cdef, nogil)."""
+    """Base class of event schedules: override ``start`` and ``deliver`` (cdef, nogil).
+
+    ``sender_reacts`` (default True): deliver() may act for msg.src too, so under
+    MPI it also runs on the sender's rank (see the module docstring).
+    """
+
+    def __cinit__(self):
+        self.sender_reacts = True
 
     cdef void start(self, Engine engine) noexcept nogil:
         pass
@@ -98,7 +121,7 @@ cdef class Schedule:
 
 
 cdef class Engine:
-    """``Engine(router, reduce_Bps, elem_bytes, data=None)``; ``run(schedule)`` -> makespan ps."""
+    """``Engine(router, reduce_Bps, elem_bytes, data=None, rank=0, ranks=1)``; ``run(schedule)`` -> last event ps."""
 
     def __cinit__(self):
         self.msgs = NULL
@@ -106,15 +129,26 @@ cdef class Engine:
         self.heap.items = NULL
         self.heap.size = 0
         self.heap.capacity = 0
+        self.outbox = NULL
 
-    def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None):
+    def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None, int rank=0, int ranks=1):
         if int(reduce_Bps) <= 0:
             raise ConfigError("topology.chip.reduce_bandwidth", f"must be > 0 bytes/s, got {reduce_Bps!r}")
         if int(elem_bytes) <= 0:
             raise ConfigError("dtype", f"element size must be >= 1 byte, got {elem_bytes!r}")
+        nodes = router.num_chips // router.chips_per_node
+        if not 1 <= ranks <= nodes or not 0 <= rank < ranks:
+            raise ValueError(f"rank {rank} of {ranks}: need 0 <= rank < ranks <= nodes ({nodes})")
+        self.rank = rank
+        self.ranks = ranks
+        self.node_base = nodes // ranks
+        self.node_extra = nodes % ranks
+        first, last = rank_nodes(nodes, ranks, rank)
+        self.chip_lo = first * router.chips_per_node
+        self.chip_hi = last * router.chips_per_node
         if data is not None:
-            if data.chips != router.num_chips:
-                raise ValueError(f"data plane has {data.chips} chips, the cluster {router.num_chips}")
+            if data.chips != self.chip_hi - self.chip_lo:
+                raise ValueError(f"data plane has {data.chips} chips, rank {rank} owns {self.chip_hi - self.chip_lo}")
             if data.elem_bytes != elem_bytes:
                 raise ValueError(f"data plane elements are {data.elem_bytes} bytes, engine expects {elem_bytes}")
         self.router = router
@@ -148,6 +182,7 @@ cdef class Engine:
         heap_free(&self.heap)
         free(self.msgs)
         free(self.free_msgs)
+        free(self.outbox)
 
     # --- Python API ------------------------------------------------------------
 
@@ -171,6 +206,11 @@ cdef class Engine:
                 self._process_until(schedule, t_end)
         self._raise_if_failed()
         return self.now_ps
+
+    @property
+    def makespan_ps(self):
+        """End of the run: the last event or the end of the last reduction, whichever is later."""
+        return self.now_ps if self.now_ps > self.reduce_end_ps else self.reduce_end_ps
 
     @property
     def in_flight(self):
@@ -214,8 +254,12 @@ cdef class Engine:
         self.events = 0
         self.link_events = 0
         self.now_ps = 0
+        self.reduce_end_ps = 0
         self.peak_in_flight = 0
         self.error = ERR_NONE
+        self.outbox_len = 0
+        self.exported = 0
+        self.imported = 0
         with nogil:
             schedule.start(self)
         self._raise_if_failed()
@@ -228,22 +272,60 @@ cdef class Engine:
         cdef Event ev
         cdef Event* top
         cdef Message* msg
-        cdef int64_t done = 0
+        cdef int64_t done = 0, t_next
+        cdef int dest
         while self.heap.size > 0 and self.error == ERR_NONE:
             top = &self.heap.items[0]
             if top.time_ps >= t_end_ps:
                 break
             self.now_ps = top.time_ps
-            self.events += 1
-            done += 1
             msg = &self.msgs[top.slot]
             if msg.hop < msg.nhops:
+                self.events += 1
+                done += 1
+                t_next = self._hop(msg)
+                if self.ranks > 1:
+                    dest = self._next_rank(schedule, msg)
+                    if dest >= 0 and msg.hop < msg.nhops:
+                        # the next link is another rank's: the message moves there
+                        heap_pop(&self.heap, &ev)
+                        if self._export(msg, dest, t_next, WIRE_HOP) != 0:
+                            self._fail(ERR_NOMEM, 0, 0, 0)
+                        _free_slot(self, ev.slot)
+                        continue
+                    if dest >= 0 and self._export(msg, dest, t_next, WIRE_SENDER) != 0:
+                        self._fail(ERR_NOMEM, 0, 0, 0)
                 # the message's next event replaces this one: one sift, no push
-                heap_replace_top(&self.heap, self._hop(msg), top.tie, top.slot)
-            else:
+                heap_replace_top(&self.heap, t_next, top.tie, top.slot)
+            elif msg.hop == msg.nhops:
+                self.events += 1
+                done += 1
                 heap_pop(&self.heap, &ev)
                 self._deliver(schedule, ev.slot, ev.time_ps)
+            else:
+                heap_pop(&self.heap, &ev)
+                self._deliver_to_sender(schedule, ev.slot, ev.time_ps)
         return done
+
+    cdef int _next_rank(self, Schedule schedule, const Message* msg) noexcept nogil:
+        """After a hop: the rank that must see the message next when it is not this one, else -1.
+
+        Before the last link: the owner of the next link (only scale-out links
+        can belong to another rank).  After it: the sender's rank, for a
+        schedule whose deliver also acts for the sender (the delivery itself
+        is here: the last link belongs to the receiving chip's rank).
+        """
+        cdef int64_t link
+        cdef int dest
+        if msg.hop < msg.nhops:
+            link = msg.links[msg.hop]
+            if link < self.router.nic_up_first:
+                return -1
+            dest = self.rank_of_link(link)
+            return -1 if dest == self.rank else dest
+        if schedule.sender_reacts and not self.owns_chip(msg.src):
+            return self.rank_of_node(msg.src // self.router.chips_per_node)
+        return -1
 
     cdef int64_t _hop(self, Message* msg) noexcept nogil:
         cdef int64_t link = msg.links[msg.hop]
@@ -268,11 +350,18 @@ cdef class Engine:
         # Work on a copy: the slot is recycled before deliver() so that the
         # schedule's own sends may reuse it (or grow the pool) safely.
         cdef Message msg = self.msgs[slot]
-        self.free_msgs[self.num_free_msgs] = slot
-        self.num_free_msgs += 1
+        _free_slot(self, slot)
         if msg.payload >= 0:
-            self.data.apply(msg.payload, msg.dst, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
+            self.data.apply(msg.payload, msg.dst - self.chip_lo, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
             msg.payload = -1
+        schedule.deliver(self, &msg, t_ps)
+
+    cdef void _deliver_to_sender(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
+        """The sender's side of a delivery made on another rank (WIRE_SENDER): deliver() without payload."""
+        cdef Message msg = self.msgs[slot]
+        _free_slot(self, slot)
+        msg.hop = msg.nhops
+        msg.payload = -1
         schedule.deliver(self, &msg, t_ps)
 
     cdef int64_t _alloc_message(self) noexcept nogil:
@@ -329,67 +418,335 @@ cdef class Engine:
                       int64_t elem_offset, int64_t elem_count, int32_t op,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
         cdef int64_t n = self.router.num_chips
-        cdef int64_t slot, seq
+        cdef int64_t slot
         cdef Message* msg
         if self.error != ERR_NONE:
             return -1
         if src < 0 or src >= n or dst < 0 or dst >= n:
             self._fail(ERR_BAD_CHIP, src, dst, 0)
             return -1
+        if src < self.chip_lo or src >= self.chip_hi:
+            return -1               # another rank's chip: its owner sends
         if t_ps < self.now_ps:
             self._fail(ERR_PAST, t_ps, self.now_ps, 0)
             return -1
         if elem_offset < 0 or elem_count < 0 or (self.data is not None and elem_offset + elem_count > self.data.count):
             self._fail(ERR_BAD_SLICE, elem_offset, elem_count, self.data.count if self.data is not None else -1)
             return -1
-        slot = self._alloc_message()
+        slot = _new_message(self, src, dst, t_ps, tag0, tag1, tag2, tag3)
         if slot < 0:
-            self._fail(ERR_NOMEM, 0, 0, 0)
             return -1
-        seq = self.next_seq[src]
-        if (<uint64_t> seq) >> self.seq_bits:
-            self._fail(ERR_SEQ, src, seq, 0)
-            return -1
-        self.next_seq[src] = seq + 1
         msg = &self.msgs[slot]
-        msg.src = src
-        msg.dst = dst
         msg.elem_offset = elem_offset
         msg.elem_count = elem_count
         msg.nbytes = elem_count * self.elem_bytes
-        msg.seq = seq
-        msg.head_ps = t_ps
-        msg.tail_ps = t_ps
-        msg.tag[0] = tag0
-        msg.tag[1] = tag1
-        msg.tag[2] = tag2
-        msg.tag[3] = tag3
         msg.op = op
-        msg.hop = 0
         msg.nhops = self.router.route(src, dst, msg.links)
-        msg.payload = -1
         if self.data is not None:
-            msg.payload = self.data.snapshot(src, elem_offset, elem_count)
+            msg.payload = self.data.snapshot(src - self.chip_lo, elem_offset, elem_count)
             if msg.payload < 0:
+                _free_slot(self, slot)
                 self._fail(ERR_NOMEM, 0, 0, 0)
                 return -1
-        if heap_push(&self.heap, t_ps, (<uint64_t> src << self.seq_bits) | <uint64_t> seq, slot) != 0:
-            self._fail(ERR_NOMEM, 0, 0, 0)
+        return _queue(self, slot)
+
+    cdef int64_t wake(self, int64_t chip, int64_t t_ps,
+                      int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
+        cdef int64_t slot
+        cdef Message* msg
+        if self.error != ERR_NONE:
             return -1
-        return seq
+        if chip < 0 or chip >= self.router.num_chips:
+            self._fail(ERR_BAD_CHIP, chip, chip, 0)
+            return -1
+        if chip < self.chip_lo or chip >= self.chip_hi:
+            return -1               # another rank's chip
+        if t_ps < self.now_ps:
+            self._fail(ERR_PAST, t_ps, self.now_ps, 0)
+            return -1
+        slot = _new_message(self, chip, chip, t_ps, tag0, tag1, tag2, tag3)
+        if slot < 0:
+            return -1
+        msg = &self.msgs[slot]
+        msg.elem_offset = 0
+        msg.elem_count = 0
+        msg.nbytes = 0
+        msg.op = OP_WAKE
+        msg.nhops = 0
+        return _queue(self, slot)
 
     cdef int64_t reduce(self, int64_t chip, int64_t t_ps, int64_t nbytes) noexcept nogil:
         cdef int64_t start, end
         if chip < 0 or chip >= self.router.num_chips:
             self._fail(ERR_BAD_CHIP, chip, chip, 0)
             return t_ps
+        if chip < self.chip_lo or chip >= self.chip_hi:
+            return t_ps             # another rank's chip: only its owner's answer counts
         start = _max(t_ps, self.reduce_free_ps[chip])
         if nbytes != self.reduce_nbytes_cached:
             self.reduce_nbytes_cached = nbytes
             self.reduce_ps_cached = collsim_serialization_ps(nbytes, self.reduce_Bps)
         end = start + self.reduce_ps_cached
         self.reduce_free_ps[chip] = end
+        if end > self.reduce_end_ps:
+            self.reduce_end_ps = end
         return end
+
+    # --- distributed pieces ----------------------------------------------------
+
+    cdef bint owns_chip(self, int64_t chip) noexcept nogil:
+        return self.chip_lo <= chip < self.chip_hi
+
+    cdef int rank_of_node(self, int64_t node) noexcept nogil:
+        cdef int64_t big = self.node_base + 1
+        cdef int64_t cut = self.node_extra * big
+        if node < cut:
+            return <int> (node // big)
+        return <int> (self.node_extra + (node - cut) // self.node_base)
+
+    cdef int rank_of_link(self, int64_t link) noexcept nogil:
+        cdef int g
+        cdef int64_t nic, leaf
+        if self.router.nic_up_first < 0 or link < self.router.nic_up_first:
+            g = self.router.group_of(link)            # scale-up level g: link = first + chip * ports + port
+            return self.rank_of_node((link - self.router.lvl_first[g]) // self.router.lvl_ports[g] // self.router.chips_per_node)
+        if link < self.router.nic_down_first:
+            nic = link - self.router.nic_up_first
+        elif not self.router.leaf_trunks or link < self.router.leaf_up_first:
+            nic = link - self.router.nic_down_first
+        else:
+            if link < self.router.leaf_down_first:
+                leaf = (link - self.router.leaf_up_first) // self.router.trunks_per_leaf
+            else:
+                leaf = (link - self.router.leaf_down_first) // self.router.trunks_per_leaf
+            nic = leaf * self.router.nics_per_leaf    # a leaf's trunks go with its first NIC
+        return self.rank_of_node(nic // self.router.nics_per_node)
+
+    cdef int _export(self, const Message* msg, int dest, int64_t time_ps, int64_t kind) noexcept nogil:
+        cdef int64_t payload = -1, size, cap
+        cdef char* buf
+        cdef WireRecord* rec
+        if kind == WIRE_HOP and msg.payload >= 0:
+            payload = msg.elem_count * self.elem_bytes
+        size = sizeof(WireRecord) + (_pad8(payload) if payload > 0 else 0)
+        if self.outbox_len + size > self.outbox_cap:
+            cap = 2 * self.outbox_cap if self.outbox_cap > 0 else 1 << 16
+            while cap < self.outbox_len + size:
+                cap *= 2
+            buf = <char*> realloc(self.outbox, cap)
+            if buf == NULL:
+                return -1
+            self.outbox = buf
+            self.outbox_cap = cap
+        rec = <WireRecord*> (self.outbox + self.outbox_len)
+        rec.dest = dest
+        rec.time_ps = time_ps
+        rec.kind = kind
+        rec.payload_nbytes = payload
+        rec.msg = msg[0]
+        rec.msg.payload = -1
+        if payload >= 0:
+            if payload > 0:
+                memcpy(self.outbox + self.outbox_len + sizeof(WireRecord), self.data.slot_data[msg.payload], payload)
+            self.data.release(msg.payload)
+        self.outbox_len += size
+        self.exported += 1
+        return 0
+
+    cdef int _import(self, const WireRecord* rec, const char* payload) noexcept nogil:
+        cdef int64_t slot = self._alloc_message()
+        cdef Message* msg
+        if slot < 0:
+            return -1
+        msg = &self.msgs[slot]
+        msg[0] = rec.msg
+        msg.payload = -1
+        if rec.kind == WIRE_SENDER:
+            msg.hop = msg.nhops + 1          # marks the sender's copy of a delivery
+        elif rec.payload_nbytes >= 0 and self.data is not None:
+            msg.payload = _load_payload(self.data, payload, rec.payload_nbytes)
+            if msg.payload < 0:
+                return -1
+        if heap_push(&self.heap, rec.time_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+            return -1
+        self.imported += 1
+        return 0
+
+    # --- Python entry points of the windowed runner (collsim/distributed.py) ---
+
+    def _window_begin(self, Schedule schedule not None):
+        """Reset and let the schedule emit its first sends (owned chips only)."""
+        self._begin(schedule)
+
+    def _window_run(self, Schedule schedule not None, int64_t t_end_ps):
+        """Process every local event before t_end_ps; cross-rank messages go to the outbox."""
+        with nogil:
+            self._process_until(schedule, t_end_ps)
+        self._raise_if_failed()
+
+    def _next_event(self):
+        """Time of the earliest local event, INT64_MAX when none."""
+        return self.next_event_ps()
+
+    def _take_outbox(self):
+        """Empty the outbox: (records grouped by receiving rank, as uint8; bytes per rank; earliest time).
+
+        The earliest time is INT64_MAX when the outbox was empty.
+        """
+        cdef int64_t[::1] counts = np.zeros(self.ranks, dtype=np.int64)
+        cdef int64_t[::1] place = np.zeros(self.ranks, dtype=np.int64)
+        cdef int64_t pos = 0, size, earliest = INT64_MAX, total = 0
+        cdef int r
+        cdef WireRecord* rec
+        cdef unsigned char[::1] view
+        while pos < self.outbox_len:
+            rec = <WireRecord*> (self.outbox + pos)
+            size = _record_size(rec)
+            counts[rec.dest] += size
+            if rec.time_ps < earliest:
+                earliest = rec.time_ps
+            pos += size
+        for r in range(self.ranks):
+            place[r] = total
+            total += counts[r]
+        out = np.empty(total, dtype=np.uint8)
+        if total > 0:
+            view = out
+            pos = 0
+            while pos < self.outbox_len:
+                rec = <WireRecord*> (self.outbox + pos)
+                size = _record_size(rec)
+                memcpy(&view[place[rec.dest]], rec, size)
+                place[rec.dest] += size
+                pos += size
+        self.outbox_len = 0
+        return out, np.asarray(counts), earliest
+
+    def _give_inbox(self, const unsigned char[::1] records not None):
+        """Queue every record of a buffer received from other ranks (any order: keys are total)."""
+        cdef int64_t pos = 0, size, n = records.shape[0]
+        cdef WireRecord rec
+        while pos < n:
+            if n - pos < <int64_t> sizeof(WireRecord):
+                raise ValueError("engine: truncated record from another rank")
+            memcpy(&rec, &records[pos], sizeof(WireRecord))
+            size = _record_size(&rec)
+            if size > n - pos or not self._addressed_here(&rec):
+                raise ValueError("engine: a record from another rank is malformed or not for this rank")
+            if rec.payload_nbytes >= 0 and self.data is not None and rec.msg.elem_count * self.elem_bytes != rec.payload_nbytes:
+                raise ValueError("engine: payload size does not match its message")
+            if self._import(&rec, <const char*> &records[pos] + sizeof(WireRecord)) != 0:
+                raise MemoryError("engine: out of memory for received messages")
+            pos += size
+
+    cdef bint _addressed_here(self, const WireRecord* rec) noexcept nogil:
+        """A received record belongs here: a hop onto a link of this rank, or a sender copy for one of its chips."""
+        if rec.msg.src < 0 or rec.msg.src >= self.router.num_chips:
+            return False
+        if rec.kind == WIRE_SENDER:
+            return self.owns_chip(rec.msg.src)
+        return (rec.kind == WIRE_HOP and 0 <= rec.msg.hop < rec.msg.nhops <= MAX_HOPS
+                and 0 <= rec.msg.links[rec.msg.hop] < self.router.num_links
+                and self.rank_of_link(rec.msg.links[rec.msg.hop]) == self.rank)
+
+    @property
+    def outbox_nbytes(self):
+        """Bytes waiting in the outbox."""
+        return self.outbox_len
+
+    def rank_of_link_py(self, int64_t link):
+        """Rank owning a directed link (tests)."""
+        if not 0 <= link < self.router.num_links:
+            raise IndexError(f"link {link} out of range [0, {self.router.num_links})")
+        return self.rank_of_link(link)
+
+
+# --- message pool helpers (plain C calls: the engine's methods go through a vtable) ---
+
+
+cdef inline void _free_slot(Engine self, int64_t slot) noexcept nogil:
+    self.free_msgs[self.num_free_msgs] = slot
+    self.num_free_msgs += 1
+
+
+cdef inline int64_t _new_message(Engine self, int64_t src, int64_t dst, int64_t t_ps,
+                                 int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
+    """A pool slot holding src's next message (its sequence number taken), or -1 after a failure."""
+    cdef int64_t slot, seq
+    cdef Message* msg
+    seq = self.next_seq[src]
+    if (<uint64_t> seq) >> self.seq_bits:
+        self._fail(ERR_SEQ, src, seq, 0)
+        return -1
+    slot = self._alloc_message()
+    if slot < 0:
+        self._fail(ERR_NOMEM, 0, 0, 0)
+        return -1
+    self.next_seq[src] = seq + 1
+    msg = &self.msgs[slot]
+    msg.src = src
+    msg.dst = dst
+    msg.seq = seq
+    msg.head_ps = t_ps
+    msg.tail_ps = t_ps
+    msg.tag[0] = tag0
+    msg.tag[1] = tag1
+    msg.tag[2] = tag2
+    msg.tag[3] = tag3
+    msg.hop = 0
+    msg.payload = -1
+    return slot
+
+
+cdef inline int64_t _queue(Engine self, int64_t slot) noexcept nogil:
+    """Push a new message's first event (its send time); returns its seq, or -1 when out of memory."""
+    cdef Message* msg = &self.msgs[slot]
+    if heap_push(&self.heap, msg.head_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+        self._fail(ERR_NOMEM, 0, 0, 0)
+        return -1
+    return msg.seq
+
+
+cdef inline int64_t _pad8(int64_t n) noexcept nogil:
+    return (n + 7) & ~(<int64_t> 7)
+
+
+cdef inline int64_t _record_size(const WireRecord* rec) noexcept nogil:
+    return sizeof(WireRecord) + (_pad8(rec.payload_nbytes) if rec.payload_nbytes > 0 else 0)
+
+
+cdef int64_t _load_payload(DataPlane data, const char* src, int64_t nbytes) noexcept nogil:
+    """A payload slot of ``data`` holding a copy of src[0:nbytes] (a snapshot that came
+    from another rank); -1 when out of memory.  Same pool rules as DataPlane.snapshot."""
+    cdef int64_t slot
+    cdef char* buf
+    if data.num_free == 0 and data._grow_slots() != 0:
+        return -1
+    data.num_free -= 1
+    slot = data.free_slots[data.num_free]
+    if data.slot_capacity[slot] < nbytes:
+        buf = <char*> realloc(data.slot_data[slot], nbytes)
+        if buf == NULL:
+            data.free_slots[data.num_free] = slot
+            data.num_free += 1
+            return -1
+        data.slot_data[slot] = buf
+        data.slot_capacity[slot] = nbytes
+    if nbytes > 0:
+        memcpy(data.slot_data[slot], src, nbytes)
+    if data.num_slots - data.num_free > data.peak_slots:
+        data.peak_slots = data.num_slots - data.num_free
+    return slot
+
+
+def rank_nodes(int64_t nodes, int64_t ranks, int64_t rank):
+    """Nodes [first, last) of ``rank`` when ``nodes`` are split over ``ranks``: contiguous
+    blocks as even as possible, the first ``nodes % ranks`` ranks one node more."""
+    if not 1 <= ranks <= nodes or not 0 <= rank < ranks:
+        raise ValueError(f"need 0 <= rank < ranks <= nodes, got rank {rank}, ranks {ranks}, nodes {nodes}")
+    base, extra = nodes // ranks, nodes % ranks
+    first = rank * base + min(rank, extra)
+    return first, first + base + (1 if rank < extra else 0)
 
 
 cdef int64_t* _pointer(arr):
@@ -410,6 +767,9 @@ cdef class ScriptedSchedule(Schedule):
     A message is ready when delivered, or, with ``reduce_nbytes[i] > 0``,
     when the destination's reduction unit has reduced that many bytes
     (``engine.reduce``).  Dependents of one message are sent in index order.
+    ``op[i] == WAKE`` makes entry i a wake-up of chip ``src[i]`` instead
+    (``Engine.wake``; needs ``dst[i] == src[i]`` and ``count[i] == 0``): it is
+    "delivered" at its send time, without a link.
 
     After ``Engine.run``: ``delivered_ps[i]``, ``ready_ps[i]``, ``sent_ps[i]``
     (-1 for a message never sent).
@@ -452,8 +812,10 @@ cdef class ScriptedSchedule(Schedule):
             raise ValueError("send_ps, count, offset and reduce_nbytes must be >= 0")
         if np.any((after < -1) | (after >= n)) or np.any(after == np.arange(n)):
             raise ValueError("after[i] must be -1 or the index of another message")
-        if np.any((op != OP_COPY) & (op != OP_REDUCE)):
-            raise ValueError("op must be OP_COPY (0) or OP_REDUCE (1)")
+        if np.any((op != OP_COPY) & (op != OP_REDUCE) & (op != OP_WAKE)):
+            raise ValueError("op must be OP_COPY (0), OP_REDUCE (1) or OP_WAKE (2)")
+        if np.any((op == OP_WAKE) & ((dst != src) | (count != 0))):
+            raise ValueError("a wake-up (op 2) needs dst == src and count == 0")
         has_parent = after >= 0
         children = np.nonzero(has_parent)[0]
         order = np.argsort(after[children], kind="stable")   # by parent, then index
@@ -470,7 +832,10 @@ cdef class ScriptedSchedule(Schedule):
 
     cdef void _send(self, Engine engine, int64_t i, int64_t t_ps) noexcept nogil:
         self._sent[i] = t_ps
-        engine.send(self.src[i], self.dst[i], t_ps, self.offset[i], self.count[i], self.op[i], i, 0, 0, 0)
+        if self.op[i] == OP_WAKE:
+            engine.wake(self.src[i], t_ps, i, 0, 0, 0)
+        else:
+            engine.send(self.src[i], self.dst[i], t_ps, self.offset[i], self.count[i], self.op[i], i, 0, 0, 0)
 
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t j
@@ -498,3 +863,5 @@ COPY = OP_COPY
 """Python value of OP_COPY (ScriptedSchedule's ``op`` array)."""
 REDUCE = OP_REDUCE
 """Python value of OP_REDUCE."""
+WAKE = OP_WAKE
+"""Python value of OP_WAKE (ScriptedSchedule: a wake-up instead of a send)."""

@@ -1,0 +1,414 @@
+"""MPI chip groups: one collective simulated by R ranks, bit-identical to one process (DESIGN.md section 7).
+
+``mpiexec -n R collsim ...`` (or a sweep job on a sub-communicator of R
+ranks, see :mod:`collsim.jobcomm`) splits the cluster's nodes into R
+contiguous blocks as even as possible (:func:`collsim.engine.core.rank_nodes`;
+never a split node).  Each rank runs an :class:`~collsim.engine.core.Engine`
+for its block: its chips' state, the links they send on, the NIC downlinks of
+its nodes and the leaf trunks of the leaves whose first NIC is in its nodes.
+The engine module docstring says how a message moves between ranks; this
+module runs the conservative synchronisation around it:
+
+* **lookahead** = the smallest latency of a link after which a message can
+  be another rank's business: NIC uplinks and downlinks (a downlink's end is
+  a delivery the sender's rank may have to see) and, on an oversubscribed fat
+  tree, the leaf trunks.  An event created for another rank lies at least that
+  far after the event that created it.
+* **windows**: every rank announces the time of its earliest pending event
+  (heap or outbox); with t0 the global minimum, each rank processes every
+  event before t0 + lookahead (up to t0 + 2 lookahead for a rank that alone
+  holds t0: :func:`horizon`), then the outboxes are exchanged.  Stretches of
+  simulated time with no event cost nothing.  Per window: one ``Alltoall``
+  of two int64 per rank pair (bytes to send, earliest time), then
+  point-to-point messages of packed records (``Isend``/``Irecv`` of uint8
+  buffers, only between ranks that have something for each other): never one
+  pickled object per message.
+* **results**: makespan = global max, events / link events / #wrong = global
+  sums (each rank verifies its own chips' buffers).
+
+A single process (no mpirun, or a communicator of one rank) never comes here:
+``collectives.event.simulate`` runs the plain ``Engine.run``.
+
+Failures.  Bad input is found identically on every rank before the first
+message (``ConfigError``: exit code 2 everywhere, rank 0 prints); setup errors
+that can differ between ranks (memory) are agreed with one ``allgather``.
+Anything raised after that on one rank is printed there once and ends the
+whole job with ``MPI_Abort``: no rank waits forever.  For tests, the
+environment variable ``COLLSIM_TEST_FAIL_RANK=r`` makes rank r raise a
+RuntimeError in its first window.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from collsim import jobcomm
+from collsim.errors import ConfigError
+
+INT64_MAX = 2**63 - 1
+FAIL_RANK_ENV = "COLLSIM_TEST_FAIL_RANK"
+"""Test hook: the rank named here raises in its first window (the job must abort, not hang)."""
+# How process managers publish the launch size before MPI starts (MPICH/Intel MPI, Open MPI, MVAPICH).
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# A failing rank other than 0 waits this long before printing: when every rank fails
+# alike, rank 0's message (printed at once) is the only one before MPI_Abort lands.
+_NONZERO_FAIL_DELAY_S = 1.0
+_FORWARD_OUTPUT_S = 0.5
+_RECORDS_TAG = 4242
+OVERSUBSCRIBED_NAP_S = 20e-6
+"""Sleep between MPI polls when a host runs more ranks than it has cores."""
+
+
+# --- which communicator ------------------------------------------------------------
+
+
+def launch_size() -> int:
+    """Processes in this MPI launch (1 without one), from MPI if initialised, else the environment."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_size()
+    for name in _SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    if "PMIX_RANK" in os.environ:  # PMIx (srun --mpi=pmix, prterun) publishes no size: ask MPI
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD.Get_size()
+    return 1
+
+
+def run_comm() -> Any | None:
+    """The communicator a run's simulations spread over, or None for a single process.
+
+    A sweep job placed on a sub-communicator by the MPI launcher uses it;
+    otherwise a ``mpiexec -n R`` launch uses the world.  Size 1 is None: the
+    plain single-process engine, no MPI at all.
+    """
+    if jobcomm.has_job_comm():
+        comm = jobcomm.job_comm()
+    elif launch_size() > 1:
+        comm = jobcomm.job_comm()
+    else:
+        return None
+    return comm if comm.Get_size() > 1 else None
+
+
+# --- checks made identically on every rank ------------------------------------------
+
+
+def check_partition(cluster, ranks: int) -> None:
+    """Refuse more ranks than nodes (a node is never split)."""
+    if ranks > cluster.nodes:
+        raise ConfigError(
+            "cluster.nodes",
+            f"{cluster.nodes} nodes cannot be split over {ranks} MPI ranks (each rank simulates whole "
+            f"nodes); use at most {cluster.nodes} ranks or more nodes",
+        )
+
+
+def lookahead_ps(cluster) -> int:
+    """Smallest latency of a link after which a message may belong to another rank (> 0).
+
+    Only the scale-out network joins nodes: NIC uplinks (next: a leaf trunk or
+    another node's NIC downlink), NIC downlinks (their end is a delivery the
+    sender's rank may see) and leaf trunks (next: another leaf's trunk or NIC).
+    """
+    so = cluster.topology.scale_out
+    fields = {"nic_up": "topology.scale_out.nic.latency", "nic_down": "topology.scale_out.nic.latency",
+              "leaf_up": "topology.scale_out.spine_latency", "leaf_down": "topology.scale_out.spine_latency"}
+    groups = [g for g in cluster.link_groups if g.name in fields]
+    if not groups:
+        raise ConfigError("cluster.nodes", "a single node has no scale-out network to split over MPI ranks")
+    shortest = min(groups, key=lambda g: g.spec.latency_ps)
+    if shortest.spec.latency_ps <= 0:
+        field = fields[shortest.name]
+        value = so.spine_latency_ps if field.endswith("spine_latency") else so.nic.latency_ps
+        raise ConfigError(
+            field,
+            f"{value} ps leaves {shortest.name} links with zero latency, so MPI ranks could not "
+            "run ahead of each other (the conservative lookahead must be > 0; each link of the pair "
+            "gets half); give it at least 2 ps or run without mpirun",
+        )
+    return shortest.spec.latency_ps
+
+
+# --- the window loop -----------------------------------------------------------------
+
+
+@dataclass
+class WindowStats:
+    """What one rank's synchronisation cost (the benchmark prints these)."""
+
+    windows: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    sync_s: float = 0.0  # in the exchange: MPI calls, including waiting for slower ranks
+    compute_s: float = 0.0  # processing events (wall)
+    compute_cpu_s: float = 0.0  # processing events (CPU of this process: less than wall when the core is shared)
+
+
+def horizon(earliest: np.ndarray, rank: int, lookahead: int) -> int:
+    """End (exclusive) of the next window of ``rank``, given every rank's earliest pending time.
+
+    Nothing is in flight between windows, so a new event at rank s comes
+    from s's own pending events (>= earliest[s]) or from a message of another
+    rank (>= that rank's earliest + lookahead).  A message for ``rank`` leaves
+    some s != rank at such an event and arrives >= lookahead later:
+
+        horizon = min(min over s != rank of earliest[s], earliest[rank] + lookahead) + lookahead
+
+    That is t0 + lookahead (t0 the global earliest) when another rank holds
+    t0, and up to t0 + 2 lookahead for the rank that holds it alone.
+    """
+    others = np.delete(earliest, rank)
+    bound = min(int(others.min()) if others.size else INT64_MAX, int(earliest[rank]) + lookahead)
+    return min(bound + lookahead, INT64_MAX)
+
+
+def window_loop(engine, schedule, lookahead: int) -> Iterator:
+    """One rank's conservative loop, as a generator suspended at every exchange.
+
+    Yields ``(outbox bytes grouped by rank, bytes per rank, earliest local time)``
+    and expects back ``(received bytes, every rank's earliest time)``; ends
+    when nothing is pending anywhere.  The MPI driver answers with real
+    messages, the tests with an in-process exchange between several engines:
+    both run exactly this loop.
+    """
+    engine._window_begin(schedule)
+    while True:
+        out, counts, out_earliest = engine._take_outbox()
+        inbox, earliest = yield out, counts, min(engine._next_event(), out_earliest)
+        if int(earliest.min()) == INT64_MAX:
+            return
+        engine._give_inbox(inbox)
+        engine._window_run(schedule, horizon(earliest, engine.rank, lookahead))
+
+
+def run_in_process(engines, schedules, lookahead: int) -> int:
+    """Drive several ranks' loops in one process (tests); returns the number of windows."""
+    loops = [window_loop(e, s, lookahead) for e, s in zip(engines, schedules)]
+    pending = [next(loop) for loop in loops]
+    windows = 0
+    while True:
+        earliest = np.array([e for _, _, e in pending], dtype=np.int64)
+        inboxes = []
+        for r in range(len(loops)):
+            parts = []
+            for out, counts, _ in pending:
+                offsets = np.concatenate(([0], np.cumsum(counts)))
+                parts.append(out[offsets[r] : offsets[r + 1]])
+            inboxes.append(np.concatenate(parts) if parts else np.empty(0, np.uint8))
+        if int(earliest.min()) == INT64_MAX:
+            for loop, inbox in zip(loops, inboxes):
+                with contextlib.suppress(StopIteration):
+                    loop.send((inbox, earliest))
+            return windows
+        windows += 1
+        pending = [loop.send((inbox, earliest)) for loop, inbox in zip(loops, inboxes)]
+
+
+class MpiExchange:
+    """Answers :func:`window_loop`'s yields with MPI: Alltoall of (bytes, earliest), then the records."""
+
+    def __init__(self, comm, stats: WindowStats):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = comm
+        self.stats = stats
+        ranks = comm.Get_size()
+        self.header = np.zeros((ranks, 2), dtype=np.int64)
+        self.received = np.zeros((ranks, 2), dtype=np.int64)
+        host = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.nap_s = OVERSUBSCRIBED_NAP_S if host.Get_size() > cores else 0.0
+        host.Free()
+
+    def __call__(self, out: np.ndarray, counts: np.ndarray, earliest: int) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        MPI, comm = self.MPI, self.comm
+        self.header[:, 0] = counts
+        self.header[:, 1] = earliest
+        _wait([comm.Ialltoall(self.header, self.received)], self.nap_s)
+        incoming = self.received[:, 0]
+        inbox = np.empty(int(incoming.sum()), dtype=np.uint8)
+        requests = []
+        at = 0
+        for source in np.flatnonzero(incoming):
+            size = int(incoming[source])
+            requests.append(comm.Irecv([inbox[at : at + size], MPI.BYTE], source=int(source), tag=_RECORDS_TAG))
+            at += size
+        at = 0
+        for dest, size in enumerate(counts.tolist()):
+            if size:
+                requests.append(comm.Isend([out[at : at + size], MPI.BYTE], dest=dest, tag=_RECORDS_TAG))
+                at += size
+        _wait(requests, self.nap_s)
+        self.stats.bytes_sent += int(out.shape[0])
+        self.stats.sync_s += time.perf_counter() - start
+        return inbox, self.received[:, 1].copy()
+
+
+def _wait(requests: list, nap_s: float) -> None:
+    """Wait for MPI requests, leaving the core to others between polls.
+
+    MPI implementations busy-poll; when ranks share cores a spinning rank
+    takes the core from the rank it waits for.  Between polls: sched_yield
+    (returns at once when nothing else wants the core, so a rank with a core
+    of its own loses nothing), or a short sleep when this host runs more
+    ranks than it has cores (yielding alone then leaves too little to the
+    others).
+    """
+    from mpi4py import MPI
+
+    while not MPI.Request.Testall(requests):
+        if nap_s:
+            time.sleep(nap_s)
+        else:
+            os.sched_yield()
+
+
+def run_windows(comm, engine, schedule, lookahead: int, stats: WindowStats) -> None:
+    """This rank's share of the run, synchronised with the others over ``comm``."""
+    exchange = MpiExchange(comm, stats)
+    fail_rank = os.environ.get(FAIL_RANK_ENV, "")
+    loop = window_loop(engine, schedule, lookahead)
+    request = next(loop)
+    while True:
+        answer = exchange(*request)
+        if int(answer[1].min()) != INT64_MAX:
+            stats.windows += 1
+            if fail_rank == str(comm.Get_rank()):
+                raise RuntimeError(f"{FAIL_RANK_ENV}={fail_rank}: failure injected on MPI rank {fail_rank}")
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            request = loop.send(answer)
+        except StopIteration:
+            break
+        finally:
+            stats.compute_s += time.perf_counter() - start
+            stats.compute_cpu_s += time.process_time() - cpu
+    stats.records_sent = engine.exported
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def abort_on_failure(comm) -> Iterator[None]:
+    """Around code whose ranks communicate: any exception but ConfigError ends the whole job.
+
+    ConfigErrors reaching here were raised alike on every rank (checks made
+    before communicating, or agreed with :func:`agree`); they propagate and the
+    command exits with code 2 on every rank.  Anything else happened on this
+    rank only while the others may wait for it: print it once and MPI_Abort.
+    """
+    if comm is None:
+        yield
+        return
+    try:
+        yield
+    except ConfigError:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (KeyboardInterrupt too: never leave ranks waiting)
+        _abort(comm, exc)
+
+
+def _abort(comm, exc: BaseException) -> None:
+    from mpi4py import MPI
+
+    rank = comm.Get_rank()
+    if rank != 0:
+        time.sleep(_NONZERO_FAIL_DELAY_S)
+    # The process's own stderr: a sweep launcher captures a job's stderr on ranks other than
+    # the job's leader, and the capture dies with the job.
+    stream = sys.__stderr__ or sys.stderr
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
+    print(f"collsim: error: MPI rank {rank}: {type(exc).__name__}: {exc}; aborting all ranks",
+          file=stream, flush=True)
+    time.sleep(_FORWARD_OUTPUT_S)  # mpiexec forwards a rank's output asynchronously; abort drops what is left
+    MPI.COMM_WORLD.Abort(1)
+
+
+def agree(comm, error: ConfigError | None) -> None:
+    """Raise, on every rank, the first rank's ConfigError if any rank had one (one allgather)."""
+    found = comm.allgather(None if error is None else (error.field, error.message))
+    for item in found:
+        if item is not None:
+            raise ConfigError(*item)
+
+
+# --- one collective -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistributedResult:
+    makespan_ps: int
+    events: int
+    link_events: int
+    wrong: int | None
+    stats: WindowStats
+
+
+def simulate(comm, cluster, collective, algorithm: str, count: int, dtype: str, elem_bytes: int, params,
+             verify: bool) -> DistributedResult:
+    """This rank's part of one event/data simulation; every rank returns the global result.
+
+    ``count`` is the effective per-chip count (> 0) and the cluster has more
+    than one chip; :func:`collectives.event.simulate` handles the rest.
+    """
+    from collectives.registry import algorithm_module
+    from collectives.verify import check_exact, count_wrong, init_buffers
+    from collsim.engine.core import Engine, rank_nodes
+    from collsim.engine.data import DataPlane
+    from topologies.routing import Router
+
+    ranks, rank = comm.Get_size(), comm.Get_rank()
+    check_partition(cluster, ranks)
+    lookahead = lookahead_ps(cluster)
+    first_node, last_node = rank_nodes(cluster.nodes, ranks, rank)
+    per_node = cluster.topology.chips_per_node
+    chip_lo, chip_hi = first_node * per_node, last_node * per_node
+    n = cluster.chips
+    with abort_on_failure(comm):
+        comm = comm.Dup()  # our own message space: a sweep's or the caller's traffic never mixes in
+        error, data = None, None
+        try:
+            if verify:
+                check_exact(dtype, n)
+                data = DataPlane(chip_hi - chip_lo, count, dtype)  # this rank's chips only
+                init_buffers(data.buffers, collective, count, first_chip=chip_lo, chips=n)
+            engine = Engine(Router(cluster), cluster.topology.chip.reduce_Bps, elem_bytes, data, rank, ranks)
+            schedule = algorithm_module(algorithm).make_schedule(cluster, collective, count, elem_bytes, params)
+        except ConfigError as err:  # e.g. memory, which differs between ranks: agreed below
+            error = err
+        try:
+            agree(comm, error)
+        except ConfigError:
+            comm.Free()  # every rank raises alike
+            raise
+        stats = WindowStats()
+        try:
+            run_windows(comm, engine, schedule, lookahead, stats)
+            wrong = count_wrong(data.buffers, collective, count, first_chip=chip_lo, chips=n) if verify else 0
+        except ConfigError as err:  # from here on nothing is agreed: a rank that stops must abort
+            raise RuntimeError(str(err)) from err
+        mine = np.array([engine.makespan_ps, engine.events, engine.link_events, wrong], dtype=np.int64)
+        table = np.zeros((ranks, 4), dtype=np.int64)
+        comm.Allgather(mine, table)
+        comm.Free()
+    return DistributedResult(
+        makespan_ps=int(table[:, 0].max()),
+        events=int(table[:, 1].sum()),
+        link_events=int(table[:, 2].sum()),
+        wrong=int(table[:, 3].sum()) if verify else None,
+        stats=stats,
+    )
