@@ -1,13 +1,13 @@
 """Event-engine speed and memory (prints figures; asserts nothing).
 
-1. Throughput: a ring all-reduce's message pattern on 1,024 chips (64 trn2-like
+1. Throughput: a ring all-reduce's message pattern on 1,024 chips (64 trn2
    nodes of a 4x4 torus, one 200 Gbps NIC per chip), driven through
    ScriptedSchedule: message (step, r) goes from chip r to chip r+1 when message
    (step-1, r-1) has arrived at chip r (and, in the reduce-scatter half, been
    reduced there).  One channel, 2(n-1) steps, 4 MiB per chip.  Reports events,
    link events, wall and CPU seconds of Engine.run and link-events per CPU
    second (target: >= 5M/s on one core; CPU time because the machine is shared).
-2. Footprint at scale: Router + Engine for a 1,048,608-chip trn3-like cluster
+2. Footprint at scale: Router + Engine for a 1,048,608-chip trn3-ultraserver cluster
    (144-chip UltraServers: sled switch x rack switch x direct pair, one NIC per
    chip), the engine's own arrays and the process RSS.
 
@@ -20,25 +20,8 @@ import time
 import numpy as np
 
 from collsim.engine.core import REDUCE, Engine, ScriptedSchedule
-from topologies.model import ChipSpec, Cluster, Fabric, Level, LinkSpec, ScaleOut, Topology
+from topologies.presets import preset_cluster
 from topologies.routing import Router
-
-GB = 10**9
-
-
-def trn2_like(nodes):
-    torus = Level("torus", 16, Fabric.torus, LinkSpec(256 * GB, 1_500_000, 0.9), (4, 4))
-    nic = LinkSpec(25 * GB, 15_000_000, 0.9)
-    return Cluster(Topology("trn2-like", ChipSpec(2_900 * GB // 3, 0), (torus,), ScaleOut(16, nic)), nodes)
-
-
-def trn3_like(nodes):
-    levels = (Level("sled", 4, Fabric.switch, LinkSpec(256 * GB, 1_000_000)),
-              Level("rack", 18, Fabric.switch, LinkSpec(320 * GB, 1_000_000)),
-              Level("pair", 2, Fabric.direct, LinkSpec(128 * GB, 1_000_000)))
-    nic = LinkSpec(25 * GB, 15_000_000)
-    return Cluster(Topology("trn3-like", ChipSpec(4_900 * GB // 3, 0), levels, ScaleOut(144, nic)), nodes)
-
 
 def ring_allreduce_script(n, steps, chunk_elems):
     """Arrays for ScriptedSchedule: message index = step * n + r."""
@@ -52,19 +35,16 @@ def ring_allreduce_script(n, steps, chunk_elems):
     op = np.where(step < n - 1, REDUCE, 0).astype(np.int32)
     return src, dst, count, after, reduce_nbytes, op
 
-
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def rss_mb():
     """Current resident set size (Linux /proc)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
-
 def throughput(chips, steps):
-    cluster = trn2_like(chips // 16)
+    cluster = preset_cluster("trn2", chips // 16)
     n = cluster.chips
     steps = steps or 2 * (n - 1)
     chunk_elems = (4 << 20) // 4 // n
@@ -83,14 +63,13 @@ def throughput(chips, steps):
     print(f"  peak in flight    {engine.peak_in_flight:,} messages")
     print(f"  peak RSS          {peak_rss_mb():,.0f} MB (includes the scripted arrays)")
 
-
 def footprint():
     rss0 = rss_mb()
-    cluster = trn3_like(7282)
+    cluster = preset_cluster("trn3-ultraserver", 7282)
     router = Router(cluster)
     engine = Engine(router, cluster.topology.chip.reduce_Bps, 2)
     engine.run(ScriptedSchedule([0], [1], [1]))        # touches (zeroes) every array once
-    print(f"trn3-like cluster: {router.num_chips:,} chips, {router.num_links:,} directed links")
+    print(f"trn3-ultraserver cluster: {router.num_chips:,} chips, {router.num_links:,} directed links")
     print(f"  engine arrays     {engine.state_bytes() / 2**20:,.1f} MiB; RSS grew {rss_mb() - rss0:,.1f} MiB "
           f"for Router + Engine")
     rng = np.random.default_rng(0)
@@ -105,7 +84,6 @@ def footprint():
           f"{cpu:.3f} s CPU ({engine.link_events / cpu / 1e6:.2f} M/s)")
     print(f"  RSS now {rss_mb():,.0f} MiB")
 
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chips", type=int, default=1024)
@@ -113,7 +91,6 @@ def main():
     args = parser.parse_args()
     footprint()
     throughput(args.chips, args.steps)
-
 
 if __name__ == "__main__":
     main()

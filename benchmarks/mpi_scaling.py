@@ -46,7 +46,7 @@ def worker(args) -> None:
     from topologies.presets import preset_cluster
 
     cluster = preset_cluster(args.preset, args.nodes)
-    params = AlgorithmParams(top=args.top, chunks=args.chunks)
+    params = AlgorithmParams(top=args.top, chunks=args.chunks, in_flight=args.in_flight)
     count = args.size // 4
     comm = distributed.run_comm()
     if comm is None:
@@ -86,7 +86,8 @@ def worker(args) -> None:
 
 def launch(ranks: int, nodes: int, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--preset", args.preset, "--nodes", str(nodes),
-           "--algorithm", args.algorithm, "--top", args.top, "--size", str(args.size), "--chunks", str(args.chunks)]
+           "--algorithm", args.algorithm, "--top", args.top, "--size", str(args.size), "--chunks", str(args.chunks),
+           "--in-flight", str(args.in_flight)]
     if ranks > 1:
         cmd = [str(BIN / "mpiexec"), "-n", str(ranks), *cmd]
     env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE")}
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--top", default="tree")
     parser.add_argument("--size", type=int, default=256 * MiB, help="bytes per chip (default 256 MiB)")
     parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-weak", action="store_true")

@@ -1,11 +1,11 @@
 """Double binary tree: event-schedule speed and memory, analytic-model speed (prints figures; asserts nothing).
 
-1. Event: all-reduce of 64 MiB per chip (float32) on trn2-like clusters (4x4 torus nodes, one
+1. Event: all-reduce of 64 MiB per chip (float32) on trn2 clusters (4x4 torus nodes, one
    NIC per chip), chunks and in-flight window as given.  Reports events, link events, CPU
    seconds of Engine.run, link events per CPU second, the peak number of messages in flight,
    the schedule's own state and event / analytic time.
 2. Analytic: wall time of analytic_time_ps for the three collectives at up to ~1M chips
-   (trn2-like 65,536 nodes; trn3-like 7,282 UltraServers of 144 chips).
+   (trn2 65,536 nodes; trn3-ultraserver 7,282 UltraServers of 144 chips).
 
 Usage: .venv/bin/python benchmarks/tree_event.py [--nodes 64 1024] [--chunks 16] [--window 4]
 """
@@ -16,25 +16,8 @@ import time
 from collectives.base import AlgorithmParams, Collective
 from collectives.tree import analytic_time_ps, make_schedule
 from collsim.engine.core import Engine
-from topologies.model import ChipSpec, Cluster, Fabric, Level, LinkSpec, ScaleOut, Topology
+from topologies.presets import preset_cluster
 from topologies.routing import Router
-
-GB = 10**9
-
-
-def trn2_like(nodes):
-    torus = Level("torus", 16, Fabric.torus, LinkSpec(256 * GB, 1_500_000, 0.9), (4, 4))
-    nic = LinkSpec(25 * GB, 15_000_000, 0.9)
-    return Cluster(Topology("trn2-like", ChipSpec(2_900 * GB // 3, 0), (torus,), ScaleOut(16, nic)), nodes)
-
-
-def trn3_like(nodes):
-    levels = (Level("sled", 4, Fabric.switch, LinkSpec(256 * GB, 1_000_000)),
-              Level("rack", 18, Fabric.switch, LinkSpec(320 * GB, 1_000_000)),
-              Level("pair", 2, Fabric.direct, LinkSpec(128 * GB, 1_000_000)))
-    nic = LinkSpec(25 * GB, 15_000_000)
-    return Cluster(Topology("trn3-like", ChipSpec(4_900 * GB // 3, 0), levels, ScaleOut(144, nic)), nodes)
-
 
 def event_figures(cluster, count, params):
     engine = Engine(Router(cluster), cluster.topology.chip.reduce_Bps, 4)
@@ -48,16 +31,14 @@ def event_figures(cluster, count, params):
           f"peak in flight {engine.peak_in_flight:,}  schedule state {schedule.state_bytes() / 2**20:.1f} MiB  "
           f"event/analytic {makespan / analytic:.3f}")
 
-
 def analytic_figures():
     params = AlgorithmParams(chunks=16, in_flight=4)
-    for name, cluster in (("trn2-like", trn2_like(65_536)), ("trn3-like", trn3_like(7_282))):
+    for name, cluster in (("trn2", preset_cluster("trn2", 65_536)), ("trn3-ultraserver", preset_cluster("trn3-ultraserver", 7_282))):
         for collective in Collective:
             start = time.perf_counter()
             t_ps = analytic_time_ps(cluster, collective, 2**26 // cluster.chips * cluster.chips, 2, params)
             print(f"  {name} {cluster.chips:,} chips {collective.value:15s} {t_ps / 1e6:12.1f} us  "
                   f"computed in {1e3 * (time.perf_counter() - start):6.1f} ms")
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,13 +47,12 @@ def main():
     parser.add_argument("--window", type=int, default=4)
     args = parser.parse_args()
     params = AlgorithmParams(chunks=args.chunks, in_flight=args.window)
-    print(f"event: all-reduce 64 MiB/chip float32, trn2-like, chunks={args.chunks} window={args.window}")
+    print(f"event: all-reduce 64 MiB/chip float32, trn2, chunks={args.chunks} window={args.window}")
     for nodes in args.nodes:
-        event_figures(trn2_like(nodes), 16 * 2**20, params)
+        event_figures(preset_cluster("trn2", nodes), 16 * 2**20, params)
     print("analytic:")
     analytic_figures()
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
 
 if __name__ == "__main__":
     main()

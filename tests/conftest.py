@@ -8,6 +8,24 @@ import pytest
 
 VENV_BIN = Path(sys.executable).parent
 
+# A user topology (README "Your own cluster"): 4 chips on a ring, round numbers for hand-computed times.
+RING4 = """\
+name: ring4
+chip: {reduce_bandwidth: 1000GB/s, launch_overhead: 5us}
+levels:
+  - {name: ring, size: 4, fabric: ring, link: {bandwidth: 100GB/s, latency: 1us, efficiency: 1.0}}
+scale_out:
+  nics_per_node: 4
+  nic: {bandwidth: 100Gbps, latency: 10us}
+"""
+
+
+def write_ring4(root: Path) -> Path:
+    """Write RING4 as ``root/clusters/topology/ring4.yaml``; return the config dir for --config-dir."""
+    (root / "clusters" / "topology").mkdir(parents=True, exist_ok=True)
+    (root / "clusters" / "topology" / "ring4.yaml").write_text(RING4)
+    return root / "clusters"
+
 
 def run_collsim(args, cwd, timeout=120, env=None):
     """Run ``collsim ARGS`` in ``cwd``; returns the CompletedProcess (text mode)."""
@@ -16,6 +34,12 @@ def run_collsim(args, cwd, timeout=120, env=None):
     return subprocess.run(
         [str(VENV_BIN / "collsim"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+@pytest.fixture
+def user_dir(tmp_path):
+    """--config-dir holding the ring4 user topology."""
+    return write_ring4(tmp_path)
 
 
 @pytest.fixture

@@ -8,22 +8,8 @@ import pytest
 
 from tests.conftest import VENV_BIN
 
-RING4 = """\
-name: ring4
-chip: {reduce_bandwidth: 1000GB/s, launch_overhead: 5us}
-levels:
-  - {name: ring, size: 4, fabric: ring, link: {bandwidth: 100GB/s, latency: 1us, efficiency: 1.0}}
-scale_out:
-  nics_per_node: 4
-  nic: {bandwidth: 100Gbps, latency: 10us}
-"""
 
 
-@pytest.fixture
-def user_dir(tmp_path):
-    (tmp_path / "clusters" / "topology").mkdir(parents=True)
-    (tmp_path / "clusters" / "topology" / "ring4.yaml").write_text(RING4)
-    return tmp_path / "clusters"
 
 
 def test_user_topology_ring_time_by_hand(collsim, user_dir):

@@ -9,17 +9,8 @@ import subprocess
 import pandas as pd
 import pytest
 
-from tests.conftest import VENV_BIN, run_collsim
+from tests.conftest import VENV_BIN, run_collsim, write_ring4
 
-RING4 = """\
-name: ring4
-chip: {reduce_bandwidth: 1000GB/s, launch_overhead: 5us}
-levels:
-  - {name: ring, size: 4, fabric: ring, link: {bandwidth: 100GB/s, latency: 1us, efficiency: 1.0}}
-scale_out:
-  nics_per_node: 4
-  nic: {bandwidth: 100Gbps, latency: 10us}
-"""
 # 3 node counts x 2 algorithms = 6 jobs of 3 sizes.
 SWEEP = ("topology=ring4", "cluster.nodes=1,2,3", "algorithm=ring,hierarchical", "sizes.min=1KiB",
          "sizes.max=64KiB", "sizes.factor=8")
@@ -38,8 +29,7 @@ def mpiexec(ranks: int, args, cwd, timeout=TIMEOUT_S):
 def base(tmp_path_factory):
     """A config dir with the ring4 topology, and the single-process sweep's combined table."""
     root = tmp_path_factory.mktemp("mpi")
-    (root / "clusters" / "topology").mkdir(parents=True)
-    (root / "clusters" / "topology" / "ring4.yaml").write_text(RING4)
+    write_ring4(root)
     proc = run_collsim(["-m", "--config-dir", str(root / "clusters"), *SWEEP, f"hydra.sweep.dir={root / 'single'}"],
                        cwd=root, timeout=TIMEOUT_S, env=PINNED)
     assert proc.returncode == 0, proc.stderr

@@ -16,24 +16,10 @@ from omegaconf import OmegaConf
 
 from collsim import sweep
 from collsim.errors import ConfigError
-from tests.conftest import VENV_BIN, run_collsim
-
-RING4 = """\
-name: ring4
-chip: {reduce_bandwidth: 1000GB/s, launch_overhead: 5us}
-levels:
-  - {name: ring, size: 4, fabric: ring, link: {bandwidth: 100GB/s, latency: 1us, efficiency: 1.0}}
-scale_out:
-  nics_per_node: 4
-  nic: {bandwidth: 100Gbps, latency: 10us}
-"""
+from tests.conftest import VENV_BIN, run_collsim, write_ring4
 
 
-@pytest.fixture
-def user_dir(tmp_path):
-    (tmp_path / "clusters" / "topology").mkdir(parents=True)
-    (tmp_path / "clusters" / "topology" / "ring4.yaml").write_text(RING4)
-    return tmp_path / "clusters"
+
 
 
 # Job keys hash collsim's source; pinning that part keeps resume tests independent of edits
@@ -63,8 +49,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def small(tmp_path_factory):
     """The SMALL sweep, run once for the module: (CompletedProcess, sweep dir, user config dir)."""
     base = tmp_path_factory.mktemp("small")
-    (base / "clusters" / "topology").mkdir(parents=True)
-    (base / "clusters" / "topology" / "ring4.yaml").write_text(RING4)
+    write_ring4(base)
     proc = small_sweep(base, base / "clusters")
     assert proc.returncode == 0, proc.stderr
     return proc, base / "sw", base / "clusters"
