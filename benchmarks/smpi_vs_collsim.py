@@ -131,7 +131,7 @@ def report_text(meta: dict, settings: dict, summaries, size_rows) -> str:
                      "reduce+bcast; or a remainder: ring + default allreduce of the rest). "
                      "Those rows are excluded from max |diff|.")
     head = [
-        f"# collsim vs SimGrid SMPI: ring all-reduce on a flat cluster",
+        "# collsim vs SimGrid SMPI: ring all-reduce on a flat cluster",
         "",
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']}; Python {meta['python']}; load average at start {meta['load']}",
