@@ -1,8 +1,10 @@
 """MPI chip groups: strong and weak scaling of one event simulation (prints figures; asserts nothing).
 
-Workload (default): hierarchical all-reduce (top=tree) of 256 MiB on trn2,
-1,024 nodes = 16,384 chips, event fidelity: about 9.4 million events over
-8.2 ms of simulated time.
+Workload (default): hierarchical all-reduce (top=tree, 8 chunks, 8 in flight)
+of 256 MiB on trn2, 1,024 nodes = 16,384 chips, event fidelity: 18.9 million
+events over 8.8 ms of simulated time, about 1,070 windows of 7.5 us.  (With
+the default 4 chunks the two ranks' work is unevenly spread over the windows
+at 256 MiB, which caps R = 2 at 1.6x: see the ``bound`` column.)
 
 * strong scaling: that workload on R = 1, 2 ranks (``--ranks 1,2,4,...`` on a
   bigger machine).  R = 1 is the plain single-process engine (no MPI at all);
@@ -13,11 +15,13 @@ Workload (default): hierarchical all-reduce (top=tree) of 256 MiB on trn2,
 Per run: wall seconds of the simulation (the slowest rank, Python start-up and
 cluster set-up excluded), speedup and efficiency against R = 1, windows,
 records and bytes exchanged, and per rank the seconds spent synchronising
-(inside MPI, waiting for the slowest rank included) and processing events.
-Every run also prints the simulated time and event count: they must be
-identical for every R.
+(inside MPI, waiting for the slowest rank included) and processing events
+(wall and CPU), and ``bound``: total events over the sum, across windows, of
+the busiest rank's events, the speedup the windows allow at best.  Every run
+also prints the simulated time and event count: they must be identical for
+every R.
 
-    .venv/bin/python benchmarks/mpi_scaling.py                   # ~2 minutes on 2 idle cores
+    .venv/bin/python benchmarks/mpi_scaling.py                   # ~1 minute on 2 idle cores
     .venv/bin/python benchmarks/mpi_scaling.py --ranks 1,2,4,8 --nodes 4096
 """
 from __future__ import annotations
@@ -55,7 +59,7 @@ def worker(args) -> None:
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         print(json.dumps({"ranks": 1, "chips": cluster.chips, "wall_s": wall, "time_ps": res.time_ps,
                           "events": res.events, "windows": 0, "records": 0, "bytes": 0, "sync_s": [0.0],
-                          "compute_s": [wall], "cpu_s": [cpu]}))
+                          "compute_s": [wall], "cpu_s": [cpu], "balance": 1.0}))
         return
     comm.Barrier()
     start = time.perf_counter()
@@ -63,8 +67,8 @@ def worker(args) -> None:
                                False)
     wall = time.perf_counter() - start
     st = res.stats
-    rows = comm.gather((wall, st.sync_s, st.compute_s, st.records_sent, st.bytes_sent, st.windows, st.compute_cpu_s),
-                       root=0)
+    rows = comm.gather((wall, st.sync_s, st.compute_s, st.records_sent, st.bytes_sent, st.windows, st.compute_cpu_s,
+                        st.window_events), root=0)
     if comm.Get_rank() == 0:
         print(json.dumps({
             "ranks": comm.Get_size(),
@@ -78,6 +82,8 @@ def worker(args) -> None:
             "sync_s": [r[1] for r in rows],
             "compute_s": [r[2] for r in rows],
             "cpu_s": [r[6] for r in rows],
+            # events / sum over windows of the busiest rank's events: the speedup windows allow at best
+            "balance": res.events / sum(max(w) for w in zip(*(r[7] for r in rows))),
         }))
 
 
@@ -101,7 +107,7 @@ def show(title: str, runs: list[tuple[int, int, dict]], weak: bool) -> None:
     print(f"\n{title}")
     print(f"{'R':>3} {'nodes':>6} {'chips':>7} {'wall s':>8} {'speedup':>8} {'effic.':>7} {'windows':>8} "
           f"{'records':>9} {'MB sent':>8} {'sync s':>12} {'events s':>12} {'events CPU s':>13} "
-          f"{'sim time us':>12} {'events':>11}")
+          f"{'bound':>6} {'sim time us':>12} {'events':>11}")
     base = runs[0][2]["wall_s"]
     for ranks, nodes, r in runs:
         speedup = base / r["wall_s"]
@@ -111,8 +117,9 @@ def show(title: str, runs: list[tuple[int, int, dict]], weak: bool) -> None:
         cpu = "/".join(f"{s:.2f}" for s in r["cpu_s"])
         print(f"{ranks:>3} {nodes:>6} {r['chips']:>7} {r['wall_s']:>8.2f} {speedup:>7.2f}x {eff:>7.0%} "
               f"{r['windows']:>8} {r['records']:>9} {r['bytes'] / 1e6:>8.2f} {sync:>12} {comp:>12} {cpu:>13} "
-              f"{r['time_ps'] / 1e6:>12.3f} {r['events']:>11,}")
-    print("  (sync s, events s, events CPU s: per rank, rank 0 first; CPU below wall = the core was shared)")
+              f"{r['balance']:>5.2f}x {r['time_ps'] / 1e6:>12.3f} {r['events']:>11,}")
+    print("  sync s, events s, events CPU s: per rank, rank 0 first (CPU below wall: the core was shared).")
+    print("  bound: events / sum over windows of the busiest rank's events = the best speedup the windows allow.")
 
 
 def main() -> None:
@@ -125,8 +132,8 @@ def main() -> None:
     parser.add_argument("--algorithm", default="hierarchical")
     parser.add_argument("--top", default="tree")
     parser.add_argument("--size", type=int, default=256 * MiB, help="bytes per chip (default 256 MiB)")
-    parser.add_argument("--chunks", type=int, default=4)
-    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--skip-weak", action="store_true")
@@ -135,8 +142,8 @@ def main() -> None:
         worker(args)
         return
     ranks = [int(r) for r in args.ranks.split(",")]
-    print(f"# collsim MPI scaling: {args.preset}, {args.algorithm} (top={args.top}) all-reduce of "
-          f"{args.size / MiB:g} MiB, event fidelity; {os.cpu_count()} cores; load average "
+    print(f"# collsim MPI scaling: {args.preset}, {args.algorithm} (top={args.top}, {args.chunks} chunks, "
+          f"{args.in_flight} in flight) all-reduce of {args.size / MiB:g} MiB, event fidelity; {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.2f} at start")
 
     def best(r, nodes):

@@ -44,7 +44,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -153,6 +153,7 @@ class WindowStats:
     sync_s: float = 0.0  # in the exchange: MPI calls, including waiting for slower ranks
     compute_s: float = 0.0  # processing events (wall)
     compute_cpu_s: float = 0.0  # processing events (CPU of this process: less than wall when the core is shared)
+    window_events: list = field(default_factory=list)  # events processed in each window
 
 
 def horizon(earliest: np.ndarray, rank: int, lookahead: int) -> int:
@@ -288,7 +289,7 @@ def run_windows(comm, engine, schedule, lookahead: int, stats: WindowStats) -> N
             stats.windows += 1
             if fail_rank == str(comm.Get_rank()):
                 raise RuntimeError(f"{FAIL_RANK_ENV}={fail_rank}: failure injected on MPI rank {fail_rank}")
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, events = time.perf_counter(), time.process_time(), engine.events
         try:
             request = loop.send(answer)
         except StopIteration:
@@ -296,6 +297,7 @@ def run_windows(comm, engine, schedule, lookahead: int, stats: WindowStats) -> N
         finally:
             stats.compute_s += time.perf_counter() - start
             stats.compute_cpu_s += time.process_time() - cpu
+        stats.window_events.append(engine.events - events)
     stats.records_sent = engine.exported
 
 

@@ -6,7 +6,6 @@ picosecond timings and element-by-element data checks.  Subprocess tests run
 ``mpiexec -n R`` (oversubscribed on a small machine) with timeouts, so a hang
 fails instead of blocking.
 """
-import dataclasses
 import json
 import os
 import subprocess
