@@ -79,6 +79,8 @@ cdef class HierarchicalSchedule(Schedule):
                          int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
                          int64_t off, int64_t length) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
+    cdef void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
+                           int64_t length, int64_t pos) noexcept nogil
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              int64_t sid, int64_t entry_ps) noexcept nogil
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,

@@ -233,6 +233,17 @@ cdef class HierarchicalSchedule(Schedule):
 
     # --- ring phases ---------------------------------------------------------
 
+    cdef inline void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
+                                  int64_t length, int64_t pos) noexcept nogil:
+        """Stream ``sid`` enters phase p at entry_ps on slice [off, off + length), as part ``pos``."""
+        self.st_phase[sid] = p
+        self.st_entry[sid] = entry_ps
+        self.st_last[sid] = entry_ps
+        self.st_handled[sid] = 0
+        self.st_off[sid] = off
+        self.st_len[sid] = length
+        self.st_pos[sid] = pos
+
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              int64_t sid, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
@@ -242,13 +253,7 @@ cdef class HierarchicalSchedule(Schedule):
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_last[sid] = entry_ps
-        self.st_handled[sid] = 0
-        self.st_off[sid] = off
-        self.st_len[sid] = length
-        self.st_pos[sid] = v
+        self._open_stream(sid, p, entry_ps, off, length, v)
         self.st_peer[sid] = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
@@ -293,13 +298,7 @@ cdef class HierarchicalSchedule(Schedule):
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         u = self._own_part(chip, lt, ch)
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_last[sid] = entry_ps
-        self.st_handled[sid] = 0
-        self.st_off[sid] = off
-        self.st_len[sid] = length
-        self.st_pos[sid] = u
+        self._open_stream(sid, p, entry_ps, off, length, u)
         if rs:
             # every other unit's part goes straight to it; own part comes from all g - 1
             for d in range(1, g):
