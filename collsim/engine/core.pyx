@@ -715,28 +715,9 @@ cdef inline int64_t _record_size(const WireRecord* rec) noexcept nogil:
     return sizeof(WireRecord) + (_pad8(rec.payload_nbytes) if rec.payload_nbytes > 0 else 0)
 
 
-cdef int64_t _load_payload(DataPlane data, const char* src, int64_t nbytes) noexcept nogil:
-    """A payload slot of ``data`` holding a copy of src[0:nbytes] (a snapshot that came
-    from another rank); -1 when out of memory.  Same pool rules as DataPlane.snapshot."""
-    cdef int64_t slot
-    cdef char* buf
-    if data.num_free == 0 and data._grow_slots() != 0:
-        return -1
-    data.num_free -= 1
-    slot = data.free_slots[data.num_free]
-    if data.slot_capacity[slot] < nbytes:
-        buf = <char*> realloc(data.slot_data[slot], nbytes)
-        if buf == NULL:
-            data.free_slots[data.num_free] = slot
-            data.num_free += 1
-            return -1
-        data.slot_data[slot] = buf
-        data.slot_capacity[slot] = nbytes
-    if nbytes > 0:
-        memcpy(data.slot_data[slot], src, nbytes)
-    if data.num_slots - data.num_free > data.peak_slots:
-        data.peak_slots = data.num_slots - data.num_free
-    return slot
+cdef inline int64_t _load_payload(DataPlane data, const char* src, int64_t nbytes) noexcept nogil:
+    """A payload slot of ``data`` holding a snapshot that came from another rank; -1 when out of memory."""
+    return data.store(src, nbytes)
 
 
 def rank_nodes(int64_t nodes, int64_t ranks, int64_t rank):

@@ -28,6 +28,7 @@ cdef class DataPlane:
     # Copy elements [offset, offset+n) of chip's buffer into a new slot; returns
     # the slot, or -1 when out of memory.
     cdef int64_t snapshot(self, int64_t chip, int64_t offset, int64_t n) noexcept nogil
+    cdef int64_t store(self, const char* src, int64_t nbytes) noexcept nogil
     # Apply a slot's n elements at chip's [offset, offset+n): overwrite
     # (reduce == 0) or add in the dtype's arithmetic (reduce != 0); then free the slot.
     cdef void apply(self, int64_t slot, int64_t chip, int64_t offset, int64_t n, int reduce) noexcept nogil

@@ -111,23 +111,29 @@ cdef class DataPlane:
         return 0
 
     cdef int64_t snapshot(self, int64_t chip, int64_t offset, int64_t n) noexcept nogil:
-        cdef int64_t nbytes = n * self.elem_bytes
+        return self.store(self._at(chip, offset), n * self.elem_bytes)
+
+    cdef int64_t store(self, const char* src, int64_t nbytes) noexcept nogil:
+        """A pool slot holding a copy of src[0:nbytes]; -1 when out of memory.
+
+        The one place slots are taken: snapshot() for local sends, and the MPI
+        runner for payloads that arrive from another rank."""
         cdef int64_t slot
-        cdef char* data
+        cdef char* buf
         if self.num_free == 0 and self._grow_slots() != 0:
             return -1
         self.num_free -= 1
         slot = self.free_slots[self.num_free]
         if self.slot_capacity[slot] < nbytes:
-            data = <char*> realloc(self.slot_data[slot], nbytes)
-            if data == NULL:
+            buf = <char*> realloc(self.slot_data[slot], nbytes)
+            if buf == NULL:
                 self.free_slots[self.num_free] = slot
                 self.num_free += 1
                 return -1
-            self.slot_data[slot] = data
+            self.slot_data[slot] = buf
             self.slot_capacity[slot] = nbytes
         if nbytes > 0:
-            memcpy(self.slot_data[slot], self._at(chip, offset), nbytes)
+            memcpy(self.slot_data[slot], src, nbytes)
         if self.num_slots - self.num_free > self.peak_slots:
             self.peak_slots = self.num_slots - self.num_free
         return slot
