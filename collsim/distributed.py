@@ -15,7 +15,7 @@ module runs the conservative synchronisation around it:
   tree, the leaf trunks.  An event created for another rank lies at least that
   far after the event that created it.
 * **windows**: every rank announces the time of its earliest pending event
-  (heap or outbox); with t0 the global minimum, each rank processes every
+  (event queue or outbox); with t0 the global minimum, each rank processes every
   event before t0 + lookahead (up to t0 + 2 lookahead for a rank that alone
   holds t0: :func:`horizon`), then the outboxes are exchanged.  Stretches of
   simulated time with no event cost nothing.  Per window: one ``Alltoall``

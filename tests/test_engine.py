@@ -375,25 +375,3 @@ def test_windowed_processing_gives_the_same_run(window_ps):
 
 def test_ops_constants():
     assert (COPY, REDUCE) == (0, 1)
-
-
-# --- the event heap itself -------------------------------------------------------------
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 2**64 - 1)), max_size=300, unique_by=lambda e: e[1]),
-       st.lists(st.integers(0, 30), max_size=50))
-def test_heap_pops_in_time_then_tie_order(events, later):
-    from collsim.engine.events import _heap_trace
-
-    times = [t for t, _ in events]
-    ties = [k for _, k in events]
-    if not events:
-        later = []
-    # the same operations on a sorted Python list: replacing the top keeps its tie and slot
-    pending = sorted((t, k, i) for i, (t, k) in enumerate(events))
-    replaces = []
-    for t in later:
-        _, k, i = pending.pop(0)
-        replaces.append(t)
-        pending = sorted(pending + [(t, k, i)])
-    assert _heap_trace(times, ties, replaces) == pending

@@ -1,11 +1,12 @@
-"""The engine's event queue (collsim/engine/events.pyx, a radix heap with an explicit top).
+"""The engine's event queue (collsim/engine/events.pyx: equal-time batches behind a radix heap over time).
 
 Whatever the structure, the contract is that of a priority queue over the key
 (time, tie): every pop and every replaced top is the smallest pending event.
 The model here is a sorted Python list driven by the same operations, including
-the case the radix heap treats apart: pushes below the last key served (a chip
+the cases the queue treats apart: pushes at or below the last key served (a chip
 delivering at time t sends at time t with a smaller tie than the event just
-served).
+served), batches of equal times that arrive out of tie order (radix-sorted), and
+later times far apart (high radix buckets).
 """
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,11 +41,11 @@ def op_sequences(draw):
     """
     n_ops = draw(st.integers(0, 250))
     ties = draw(st.lists(st.integers(0, 2**64 - 1), min_size=n_ops, max_size=n_ops, unique=True))
-    big = draw(st.booleans())            # times far apart too: high buckets
+    spread = draw(st.sampled_from([12, 600, 2**20, 2**62]))   # one byte of time, a few, all of them
     ops, pending = [], 0
     for i in range(n_ops):
         kind = draw(st.sampled_from(["push", "push", "pop", "replace"])) if pending else "push"
-        t = draw(st.integers(0, 2**62 if big else 12))
+        t = draw(st.integers(0, spread))
         if kind == "push":
             ops.append(("push", t, ties[i]))
             pending += 1
@@ -80,3 +81,32 @@ def test_many_equal_times_come_out_by_tie():
     ties = [(i * 7919) % 1000 for i in range(1000)]          # a permutation of 0..999
     ops = [("push", 42, k) for k in ties] + [("pop",)] * 1000
     assert [k for _, k, _ in _queue_ops(ops)] == list(range(1000))
+
+
+def test_a_large_unsorted_batch_is_sorted_on_every_byte_of_the_tie():
+    # 5,000 events at one time whose ties differ in all eight bytes: the batch is
+    # radix-sorted (more than the insertion-sort cutoff), byte by byte
+    ties = [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(1, 5001)]
+    ops = [("push", 1000, k) for k in ties] + [("push", 7, 1), ("pop",)] + [("pop",)] * 5000
+    served = _queue_ops(ops)
+    assert served[0] == (7, 1, 5000)
+    assert [k for _, k, _ in served[1:]] == sorted(ties)
+    assert {t for t, _, _ in served[1:]} == {1000}
+
+
+def test_sends_at_the_current_time_interleave_with_its_batch():
+    # serving the batch at t=10 (ties 10, 20, 30), pushes at t=10 land before, between
+    # and after what is left of it, and one lands in the past (t=9): all in key order
+    ops = [("push", 10, 10), ("push", 10, 20), ("push", 10, 30), ("push", 50, 0), ("pop",),
+           ("push", 10, 5), ("push", 10, 25), ("push", 10, 40), ("push", 9, 99)]
+    ops += [("pop",)] * 7
+    assert [(t, k) for t, k, _ in _queue_ops(ops)] == [
+        (10, 10), (9, 99), (10, 5), (10, 20), (10, 25), (10, 30), (10, 40), (50, 0)]
+
+
+def test_batches_from_every_level_of_the_radix_heap_in_turn():
+    # times 3 and 4 differ from the origin in byte 0 (level-0 buckets, each served in
+    # place); 300 and 301 in byte 1, 70,000 in byte 2 (copied into the batch)
+    times = [301, 4, 70_000, 3, 300, 4, 300, 3]
+    ops = [("push", t, 100 - i) for i, t in enumerate(times)] + [("pop",)] * len(times)
+    assert [(t, k) for t, k, _ in _queue_ops(ops)] == sorted((t, 100 - i) for i, t in enumerate(times))

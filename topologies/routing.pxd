@@ -1,6 +1,6 @@
 # C-level interface of the router: the Cython port of topologies.model.Cluster.route.
 # Paths and link ids are identical to the Python reference (tests pin that).
-from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.stdint cimport int64_t, int32_t, uint64_t, uint32_t
 
 # Division by divisors fixed at construction, by multiplication (chip ids < 2^32).
 cdef extern from "fastdiv.h" nogil:
@@ -13,6 +13,10 @@ cdef extern from "fastdiv.h" nogil:
 
 cdef enum:
     MAX_HOPS = 16          # longest path any supported topology produces
+
+# A directed link id.  32 bits keep a message's path in one cache line with its
+# timing (the engine's Message); Router refuses clusters with 2^31 links or more.
+ctypedef int32_t LinkId
 
 # Capacity of the flattened model (fixed C arrays inside Router: memory O(levels)).
 cdef enum:
@@ -66,7 +70,7 @@ cdef class Router:
     cdef int64_t grp_latency_ps[MAX_GROUPS]
 
     # Fill links[0:n] with the directed link ids from src to dst; return n.
-    cdef int route(self, int64_t src, int64_t dst, int64_t* links) noexcept nogil
+    cdef int route(self, int64_t src, int64_t dst, LinkId* links) noexcept nogil
     # Effective serialization rate (bytes/s, bandwidth x efficiency) and latency (ps) of a link.
     cdef int64_t rate_Bps(self, int64_t link) noexcept nogil
     cdef int64_t latency_ps(self, int64_t link) noexcept nogil
@@ -76,7 +80,7 @@ cdef class Router:
     cdef int group_of(self, int64_t link) noexcept nogil
     # Links of scale-up level i taking chip `here` (coordinate c_i == cur) to
     # c_i == target; appends at links[n:], returns the new n.
-    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, int64_t* links, int n) noexcept nogil
+    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, LinkId* links, int n) noexcept nogil
     # NIC to NIC between chips of nodes node_src != node_dst.
     cdef int _route_scale_out(self, int64_t src, int64_t dst, int64_t node_src, int64_t node_dst,
-                              int64_t* links) noexcept nogil
+                              LinkId* links) noexcept nogil

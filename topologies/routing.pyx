@@ -54,6 +54,8 @@ cdef class Router:
             raise ConfigError("topology.levels", f"at most {MAX_LEVELS} scale-up levels are supported, got {len(levels)}")
         if cluster.chips >= 2**32:
             raise ConfigError("cluster.nodes", f"at most 2^32 - 1 chips are supported, got {cluster.chips}")
+        if cluster.num_links >= 2**31:
+            raise ConfigError("cluster.nodes", f"at most 2^31 - 1 directed links are supported, got {cluster.num_links}")
         self.num_chips = cluster.chips
         self.num_links = cluster.num_links
         self.chips_per_node = cluster.topology.chips_per_node
@@ -160,7 +162,7 @@ cdef class Router:
     cdef int64_t latency_ps(self, int64_t link) noexcept nogil:
         return self.grp_latency_ps[self.group_of(link)]
 
-    cdef int route(self, int64_t src, int64_t dst, int64_t* links) noexcept nogil:
+    cdef int route(self, int64_t src, int64_t dst, LinkId* links) noexcept nogil:
         cdef int64_t a[MAX_LEVELS]
         cdef int64_t b[MAX_LEVELS]
         cdef uint64_t s = <uint64_t> src, d = <uint64_t> dst
@@ -182,7 +184,7 @@ cdef class Router:
                 here += (b[i] - a[i]) * self.lvl_stride[i]
         return n
 
-    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, int64_t* links, int n) noexcept nogil:
+    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, LinkId* links, int n) noexcept nogil:
         cdef int64_t stride = self.lvl_stride[i]
         cdef int64_t ports = self.lvl_ports[i]
         cdef int64_t first = self.lvl_first[i]
@@ -224,7 +226,7 @@ cdef class Router:
         return n
 
     cdef int _route_scale_out(self, int64_t src, int64_t dst, int64_t node_src, int64_t node_dst,
-                              int64_t* links) noexcept nogil:
+                              LinkId* links) noexcept nogil:
         cdef int64_t a = node_src * self.nics_per_node + <int64_t> collsim_fastdiv_div(
             <uint64_t> (src - node_src * self.chips_per_node), self.chips_per_nic_div)
         cdef int64_t b = node_dst * self.nics_per_node + <int64_t> collsim_fastdiv_div(
@@ -250,7 +252,7 @@ cdef class Router:
 
     def route_py(self, int64_t src, int64_t dst):
         """Directed link ids from src to dst, as a list (same as Cluster.route)."""
-        cdef int64_t links[MAX_HOPS]
+        cdef LinkId links[MAX_HOPS]
         cdef int n, j
         self._check_chip(src)
         self._check_chip(dst)

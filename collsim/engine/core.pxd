@@ -12,8 +12,8 @@
 # OP_REDUCE adds) *before* Schedule.deliver runs, so a schedule that forwards
 # what it just received sends the updated values.
 from libc.stdint cimport int64_t, int32_t, uint64_t
-from topologies.routing cimport Router, MAX_HOPS, MAX_GROUPS
-from collsim.engine.events cimport EventHeap
+from topologies.routing cimport Router, LinkId, MAX_HOPS, MAX_GROUPS
+from collsim.engine.events cimport EventQueue
 from collsim.engine.data cimport DataPlane
 
 cdef enum:
@@ -26,21 +26,25 @@ cdef enum:
     WIRE_HOP = 0             # the message continues at msg.links[msg.hop] on the receiving rank
     WIRE_SENDER = 1          # the message was delivered at time_ps: run deliver on the sender's rank
 
+# Field order matters: a hop reads the first 64 bytes only (its timing and the
+# first 8 links of its path), so the loop costs one cache line per link-event.
 ctypedef struct Message:
-    int64_t src
-    int64_t dst
-    int64_t elem_offset      # first element of the slice moved
-    int64_t elem_count       # elements moved
+    int32_t hop              # index of the next link; == nhops once delivered
+    int32_t nhops
     int64_t nbytes           # elem_count * element size
-    int64_t seq              # per-source sequence number (tie-break)
     int64_t head_ps          # head arrival time at links[hop]
     int64_t tail_ps          # tail leaves the previous link (send time at hop 0)
-    int64_t tag[4]           # schedule-defined (phase, step, chunk, channel, ...)
+    LinkId links[MAX_HOPS]
+    # read on delivery
+    int64_t src
+    int64_t dst
+    int64_t seq              # per-source sequence number (tie-break)
+    int64_t elem_offset      # first element of the slice moved
+    int64_t elem_count       # elements moved
     int64_t payload          # data fidelity: snapshot slot, -1 without
-    int64_t links[MAX_HOPS]
-    int32_t nhops
-    int32_t hop              # == nhops once delivered
+    int64_t tag[4]           # schedule-defined (phase, step, chunk, channel, ...)
     int32_t op               # OP_COPY, OP_REDUCE or OP_WAKE
+    char _pad[12]            # to 192 bytes: three whole cache lines in the 64-byte aligned pool
 
 # One outbox record: a header, then payload_nbytes bytes padded to 8 (data fidelity).
 ctypedef struct WireRecord:
@@ -81,7 +85,7 @@ cdef class Engine:
     cdef int64_t* link_free_ps            # per directed link: end of its last reservation
     cdef int64_t* reduce_free_ps          # per chip: when its reduction unit is free
     cdef int64_t* next_seq                # per chip: next per-source sequence number
-    cdef EventHeap heap
+    cdef EventQueue queue
     cdef Message* msgs                    # message pool (in-flight messages only)
     cdef int64_t msg_capacity
     cdef int64_t num_msgs                 # slots created so far

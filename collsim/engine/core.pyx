@@ -17,19 +17,18 @@ ps in 128-bit integer arithmetic (``timing.h``), equal to
 ``collsim.units.serialization_ps``.  A chip's reduction unit is a FIFO server
 too (``reduce``).
 
-Events live in a 4-ary min-heap of C structs (``events.pyx``) keyed (time,
-src chip, per-source seq), the last two packed into one word
-``src << seq_bits | seq``: a message has one pending event at a time and
-(src, seq) is unique, so the order is total and runs are bit-for-bit
-repeatable.  A hop replaces the message's event at the top of the heap (one
-sift instead of a pop and a push).  Messages
-live in a growable C pool with a free list, so memory follows what is in
-flight, never the whole schedule.  Per chip: the reduction unit's free time and
-the next sequence number.  Nothing in the loop touches a Python object; it runs
-``with nogil``.
+Events live in a queue of C structs (``events.pyx``: equal-time batches behind
+a radix heap over time) keyed (time, src chip, per-source seq), the last two
+packed into one word ``src << seq_bits | seq``: a message has one pending
+event at a time and (src, seq) is unique, so the order is total and runs are
+bit-for-bit repeatable.  A hop replaces the message's event at the top of the
+queue.  Messages live in a growable C pool with a free list, so memory follows
+what is in flight, never the whole schedule.  Per chip: the reduction unit's
+free time and the next sequence number.  Nothing in the loop touches a Python
+object; it runs ``with nogil``.
 
 Schedules react to deliveries by calling ``send`` / ``reduce`` from inside
-``deliver`` (re-entrant pushes into the heap are fine; ``deliver`` receives a
+``deliver`` (re-entrant pushes into the queue are fine; ``deliver`` receives a
 copy of the message, so the pool may grow meanwhile).  Errors raised by a
 schedule's misuse inside nogil code (sending in the past, bad chip, slice out
 of the buffer, out of memory) are recorded in ``error`` and the loop stops;
@@ -74,10 +73,16 @@ import numpy as np
 
 from libc.stdint cimport int64_t, int32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, realloc, free
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)   # C11
 from libc.string cimport memcpy
 
-from collsim.engine.events cimport (Event, heap_init, heap_clear, heap_free, heap_push, heap_pop,
-                                    heap_replace_top)
+from collsim.engine.events cimport (Event, queue_init, queue_clear, queue_free, queue_push, queue_pop,
+                                    queue_replace_top, queue_upcoming_slot)
+
+cdef extern from *:
+    void __builtin_prefetch(const void* address) nogil
 from collsim.errors import ConfigError
 
 cdef extern from "timing.h" nogil:
@@ -126,9 +131,7 @@ cdef class Engine:
     def __cinit__(self):
         self.msgs = NULL
         self.free_msgs = NULL
-        self.heap.items = NULL
-        self.heap.size = 0
-        self.heap.capacity = 0
+        queue_init(&self.queue)
         self.outbox = NULL
 
     def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None, int rank=0, int ranks=1):
@@ -164,10 +167,10 @@ cdef class Engine:
         self.link_free_ps = _pointer(self._link_free_arr)
         self.reduce_free_ps = _pointer(self._reduce_free_arr)
         self.next_seq = _pointer(self._next_seq_arr)
-        if heap_init(&self.heap, 1024) != 0:
-            raise MemoryError("engine: event heap")
         self.msg_capacity = 1024
-        self.msgs = <Message*> malloc(self.msg_capacity * sizeof(Message))
+        if sizeof(Message) % 64 != 0:
+            raise RuntimeError(f"engine: Message is {sizeof(Message)} bytes, not whole cache lines")
+        self.msgs = _alloc_pool(self.msg_capacity)
         self.free_msgs = <int64_t*> malloc(self.msg_capacity * sizeof(int64_t))
         if self.msgs == NULL or self.free_msgs == NULL:
             raise MemoryError("engine: message pool")
@@ -179,7 +182,7 @@ cdef class Engine:
         self.reduce_nbytes_cached = -1
 
     def __dealloc__(self):
-        heap_free(&self.heap)
+        queue_free(&self.queue)
         free(self.msgs)
         free(self.free_msgs)
         free(self.outbox)
@@ -232,9 +235,9 @@ cdef class Engine:
         return self.reduce(chip, t_ps, nbytes)
 
     def state_bytes(self):
-        """Bytes held by the engine's own arrays (links, chips, heap, message pool)."""
+        """Bytes held by the engine's own arrays (links, chips, event queue, message pool)."""
         return (self._link_free_arr.nbytes + self._reduce_free_arr.nbytes + self._next_seq_arr.nbytes
-                + self.heap.capacity * sizeof(Event) + self.msg_capacity * (sizeof(Message) + sizeof(int64_t)))
+                + (self.queue.capacity + 1) * sizeof(Event) + self.msg_capacity * (sizeof(Message) + sizeof(int64_t)))
 
     # --- run pieces ------------------------------------------------------------
 
@@ -242,7 +245,7 @@ cdef class Engine:
         self._link_free_arr.fill(0)
         self._reduce_free_arr.fill(0)
         self._next_seq_arr.fill(0)
-        heap_clear(&self.heap)
+        queue_clear(&self.queue)
         # every slot back on the free list, lowest first
         self.num_free_msgs = 0
         cdef int64_t s
@@ -266,20 +269,24 @@ cdef class Engine:
         return 0
 
     cdef int64_t next_event_ps(self) noexcept nogil:
-        return self.heap.items[0].time_ps if self.heap.size > 0 else INT64_MAX
+        return self.queue.top.time_ps if self.queue.size > 0 else INT64_MAX
 
     cdef int64_t _process_until(self, Schedule schedule, int64_t t_end_ps) noexcept nogil:
         cdef Event ev
         cdef Event* top
         cdef Message* msg
-        cdef int64_t done = 0, t_next
+        cdef int64_t done = 0, t_next, ahead
         cdef int dest
-        while self.heap.size > 0 and self.error == ERR_NONE:
-            top = &self.heap.items[0]
+        while self.queue.size > 0 and self.error == ERR_NONE:
+            top = &self.queue.top
             if top.time_ps >= t_end_ps:
                 break
             self.now_ps = top.time_ps
             msg = &self.msgs[top.slot]
+            ahead = queue_upcoming_slot(&self.queue, 1)
+            if ahead >= 0:
+                # a cache miss on the message was the loop's largest cost
+                __builtin_prefetch(&self.msgs[ahead])
             if msg.hop < msg.nhops:
                 self.events += 1
                 done += 1
@@ -288,7 +295,7 @@ cdef class Engine:
                     dest = self._next_rank(schedule, msg)
                     if dest >= 0 and msg.hop < msg.nhops:
                         # the next link is another rank's: the message moves there
-                        heap_pop(&self.heap, &ev)
+                        queue_pop(&self.queue, &ev)
                         if self._export(msg, dest, t_next, WIRE_HOP) != 0:
                             self._fail(ERR_NOMEM, 0, 0, 0)
                         _free_slot(self, ev.slot)
@@ -296,14 +303,14 @@ cdef class Engine:
                     if dest >= 0 and self._export(msg, dest, t_next, WIRE_SENDER) != 0:
                         self._fail(ERR_NOMEM, 0, 0, 0)
                 # the message's next event replaces this one: one sift, no push
-                heap_replace_top(&self.heap, t_next, top.tie, top.slot)
+                queue_replace_top(&self.queue, t_next, top.tie, top.slot)
             elif msg.hop == msg.nhops:
                 self.events += 1
                 done += 1
-                heap_pop(&self.heap, &ev)
+                queue_pop(&self.queue, &ev)
                 self._deliver(schedule, ev.slot, ev.time_ps)
             else:
-                heap_pop(&self.heap, &ev)
+                queue_pop(&self.queue, &ev)
                 self._deliver_to_sender(schedule, ev.slot, ev.time_ps)
         return done
 
@@ -371,9 +378,11 @@ cdef class Engine:
         if self.num_free_msgs == 0:
             if self.num_msgs == self.msg_capacity:
                 capacity = 2 * self.msg_capacity
-                msgs = <Message*> realloc(self.msgs, capacity * sizeof(Message))
+                msgs = _alloc_pool(capacity)
                 if msgs == NULL:
                     return -1
+                memcpy(msgs, self.msgs, self.msg_capacity * sizeof(Message))
+                free(self.msgs)
                 self.msgs = msgs
                 free_list = <int64_t*> realloc(self.free_msgs, capacity * sizeof(int64_t))
                 if free_list == NULL:
@@ -567,7 +576,7 @@ cdef class Engine:
             msg.payload = _load_payload(self.data, payload, rec.payload_nbytes)
             if msg.payload < 0:
                 return -1
-        if heap_push(&self.heap, rec.time_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+        if queue_push(&self.queue, rec.time_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
             return -1
         self.imported += 1
         return 0
@@ -664,6 +673,11 @@ cdef class Engine:
 # --- message pool helpers (plain C calls: the engine's methods go through a vtable) ---
 
 
+cdef inline Message* _alloc_pool(int64_t capacity) noexcept nogil:
+    """Room for capacity messages, 64-byte aligned (a hop reads one whole cache line); NULL when out of memory."""
+    return <Message*> aligned_alloc(64, capacity * sizeof(Message))
+
+
 cdef inline void _free_slot(Engine self, int64_t slot) noexcept nogil:
     self.free_msgs[self.num_free_msgs] = slot
     self.num_free_msgs += 1
@@ -701,7 +715,7 @@ cdef inline int64_t _new_message(Engine self, int64_t src, int64_t dst, int64_t 
 cdef inline int64_t _queue(Engine self, int64_t slot) noexcept nogil:
     """Push a new message's first event (its send time); returns its seq, or -1 when out of memory."""
     cdef Message* msg = &self.msgs[slot]
-    if heap_push(&self.heap, msg.head_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+    if queue_push(&self.queue, msg.head_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
         self._fail(ERR_NOMEM, 0, 0, 0)
         return -1
     return msg.seq

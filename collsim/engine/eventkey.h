@@ -14,20 +14,23 @@ static inline int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t tim
     return a < b;
 }
 
-/* Radix-queue bucket of key (time, tie) relative to the queue's origin (last_time, last_tie),
- * for key >= origin: 0 when equal, else 1 + the index of the highest bit where the two
- * 128-bit keys differ (1..64: same time, ties differ; 65..128: times differ).  Every key
- * in bucket b agrees with the origin above bit b-1, so all keys of a lower bucket are
- * smaller than all keys of a higher one: the smallest key is in the first non-empty bucket.
+/* Radix bucket of an event later than the queue's origin time, in base 256: the level
+ * is the highest byte in which the two times differ (0..7) and the digit is the
+ * event's value of that byte, bucket = 256 * level + digit.  Every time in bucket
+ * (level, digit) agrees with the origin above that byte, so buckets in (level, digit)
+ * order hold increasing times: the earliest time is in the first non-empty bucket,
+ * and a bucket of level 0 holds one time only.
  */
-#define COLLSIM_KEY_BUCKETS 129
+#define COLLSIM_TIME_LEVELS 8
+#define COLLSIM_TIME_BUCKETS (256 * COLLSIM_TIME_LEVELS)
+/* Events per block of a bucket chain: 1.5 KiB, a few pages per busy bucket. */
+#define COLLSIM_BLOCK_EVENTS 64
+#define COLLSIM_TIME_WORDS (COLLSIM_TIME_BUCKETS / 64)   /* words of the non-empty bitmap */
 
-static inline int collsim_key_bucket(int64_t time, uint64_t tie, int64_t last_time, uint64_t last_tie)
+static inline int collsim_time_bucket(int64_t time, int64_t origin)
 {
-    uint64_t dt = (uint64_t)time ^ (uint64_t)last_time;
-    if (dt != 0) return 128 - __builtin_clzll(dt);
-    uint64_t dk = tie ^ last_tie;
-    return dk != 0 ? 64 - __builtin_clzll(dk) : 0;
+    int level = (63 - __builtin_clzll((uint64_t)time ^ (uint64_t)origin)) >> 3;
+    return (level << 8) | (int)(((uint64_t)time >> (level << 3)) & 0xFF);
 }
 
 /* Index of the lowest set bit of a non-zero word. */

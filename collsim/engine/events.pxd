@@ -4,43 +4,75 @@
 # run is deterministic.  Plain C functions on a struct, in the style of
 # sklearn/utils/_heap: this file declares, events.pyx implements.
 #
-# The queue is a radix heap over the 128-bit key (time, tie) (see events.pyx): items[0]
-# always holds the smallest pending event, the engine reads it in place; `size` counts
-# every pending event (items[0] included).  The name EventHeap is kept for the engine.
+# `top` always holds the smallest pending event; the engine reads it in place.  `size`
+# counts every pending event (top included).  Behind the top (see events.pyx):
+#   * `now`:    the batch: the events at the origin time (the time of the last bucket
+#               emptied), sorted by tie, served from `now_head`;
+#   * `side`:   events pushed at or before the origin time while `now` is being served
+#               (a chip delivering at t sends at t): a 4-ary min-heap on (time, tie);
+#   * `bucket[256 * level + digit]`: events later than the origin, by the highest byte
+#               in which their time differs from it and their value of that byte (a
+#               radix heap over time alone, in base 256).  A bucket is a chain of
+#               fixed-size blocks from a pool shared by all buckets.
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "eventkey.h":
-    enum: COLLSIM_KEY_BUCKETS     # 129 radix buckets
+    enum: COLLSIM_TIME_LEVELS     # 8: one per byte of the time
+    enum: COLLSIM_TIME_BUCKETS    # 256 per level
+    enum: COLLSIM_TIME_WORDS      # 64-bit words of the non-empty bitmap
+    enum: COLLSIM_BLOCK_EVENTS    # events per pool block
 
 ctypedef struct Event:
     int64_t time_ps
     uint64_t tie          # (src << seq_bits) | seq: the tie-break, packed
     int64_t slot          # message slot in the engine's pool
 
-ctypedef struct EventBucket:
+ctypedef struct EventArray:
     Event* items
     int64_t size
     int64_t capacity
 
-ctypedef struct EventHeap:
-    Event* items          # items[0]: the smallest pending event (valid when size > 0)
-    int64_t size          # pending events, items[0] included
-    int64_t capacity      # events the queue's arrays hold room for (memory accounting)
-    # --- added: the radix heap behind items[0] ---------------------------------------
-    int64_t last_time_ps  # origin: every key in the buckets is >= (last_time_ps, last_tie)
-    uint64_t last_tie
-    EventBucket bucket[COLLSIM_KEY_BUCKETS]   # bucket b: keys whose highest bit differing from the origin is b-1
-    uint64_t nonempty[3]  # bit b set <=> bucket b is not empty
-    EventBucket early     # keys below the origin (sent at the current time by a lower chip): 4-ary min-heap
+ctypedef struct EventBlock:
+    EventBlock* next      # next block of the same bucket, or of the free list
+    EventBlock* allocated # every block ever allocated, for queue_free
+    int64_t count
+    Event items[COLLSIM_BLOCK_EVENTS]
 
-# Allocate room for `capacity` events; returns 0, or -1 when out of memory.
-cdef int heap_init(EventHeap* heap, int64_t capacity) noexcept nogil
-cdef void heap_clear(EventHeap* heap) noexcept nogil
-cdef void heap_free(EventHeap* heap) noexcept nogil
+ctypedef struct EventChain:
+    EventBlock* head
+    EventBlock* tail
+    int64_t size
+
+ctypedef struct EventQueue:
+    Event top             # the smallest pending event (valid when size > 0)
+    int64_t size          # pending events, top included
+    int64_t capacity      # events the queue's arrays and blocks hold room for (memory accounting)
+    int64_t origin_ps     # every event in `now` has this time; every bucketed one is later
+    EventArray now        # the batch, sorted by tie: items[now_head:size] are pending
+    int64_t now_head
+    EventArray side       # 4-ary min-heap on (time, tie); every time <= origin_ps
+    EventArray scratch    # radix-sort buffer for `now`
+    uint64_t nonempty[COLLSIM_TIME_WORDS]   # bit b set <=> bucket b is not empty
+    uint64_t levels       # bit l set <=> some bucket of level l is not empty
+    EventChain bucket[COLLSIM_TIME_BUCKETS]
+    EventBlock* free_blocks    # the pool: most recently freed first (still in cache)
+    EventBlock* all_blocks
+
+# Set up an empty queue; returns 0, or -1 when out of memory.
+cdef int queue_init(EventQueue* queue) noexcept nogil
+cdef void queue_clear(EventQueue* queue) noexcept nogil
+cdef void queue_free(EventQueue* queue) noexcept nogil
 # Insert an event (grows the arrays); returns 0, or -1 when out of memory.
-cdef int heap_push(EventHeap* heap, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
-# Remove the smallest event into *out.  The heap must not be empty.
-cdef void heap_pop(EventHeap* heap, Event* out) noexcept nogil
-# Replace the smallest event by a new one (pop + push).  The heap must not be empty.
+cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
+# Remove the smallest event (the top) into *out.  The queue must not be empty.
+cdef void queue_pop(EventQueue* queue, Event* out) noexcept nogil
+# Replace the top by a new event (pop + push in one step); the queue must not be empty.
 # The engine uses it when a message moves on to its next hop.
-cdef void heap_replace_top(EventHeap* heap, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
+cdef void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
+
+# Slot of the event k places behind the next one in the batch (k >= 0), or -1: a hint
+# for prefetching the messages that are about to be served (the pool is large and
+# its slots are touched in no particular order).
+cdef inline int64_t queue_upcoming_slot(const EventQueue* queue, int64_t k) noexcept nogil:
+    cdef int64_t i = queue.now_head + k
+    return queue.now.items[i].slot if i < queue.now.size else -1

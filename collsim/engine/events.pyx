@@ -1,33 +1,48 @@
-"""Event queue of the engine: a radix heap with an explicit top (see events.pxd).
+"""Event queue of the engine: batches of equal times behind a radix heap over time.
 
-Why a radix heap.  The engine's keys (time, tie) are integers and almost never
-go below the last key taken out: a message's next event is later than the
-current one.  A radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990) keeps events
-in 129 buckets by the highest bit in which their key differs from the origin
-(the last key taken out of the buckets); a push is an append, and taking the
-minimum scans only the first non-empty bucket, re-bucketing its events into
-lower buckets around the new origin.  Every access is sequential, so a queue of
-millions of events (a million-chip run) costs a few passes over memory per
-event instead of a cache miss per level of a comparison heap, which spent more
-than half the engine's time at that scale.
+Why this shape.  Collectives run in lockstep: the reference workloads pop 70-250
+events per distinct time, and 20-35% of all pushes land at the current time (a
+chip that receives at t sends at t).  A radix heap over the full 128-bit key
+(time, tie) re-bucketed those batches through the tie bits one level at a time
+and spent 60% of the engine's instructions doing it.  Here the key is split:
 
-Keys below the origin do occur: a chip delivering at time t sends at time t,
-and its tie may be smaller than that of the event last taken out.  They go to
-`early`, a small 4-ary min-heap; its keys are all below the origin, hence
-below every bucketed key, so it is served first.  items[0] holds the minimum
-of everything (the engine reads it in place); pop refills it.
+* a **radix heap** (Ahuja, Mehlhorn, Orlin, Tarjan 1990) in base 256 orders
+  *times* only: an event later than the origin time goes to the bucket named
+  by the highest byte where its time differs from the origin and its value of
+  that byte; a push is an append.  Base 256 rather than 2 because an event
+  then moves down at most once per byte (about three times for the
+  microsecond gaps of a collective) instead of once per bit;
+* buckets are chains of 64-event blocks from one pool, reused most recently
+  freed first: memory follows the events pending, not the largest size each
+  of the 2,048 buckets ever reached, and the blocks in use stay in cache;
+* when nothing at or before the origin is left, the first non-empty bucket is
+  emptied: the events of its earliest time become the **now batch** (the new
+  origin), sorted by tie once (they usually arrive sorted: their creators ran
+  in tie order; otherwise a radix sort on the bytes of the tie that differ),
+  the others drop to lower levels;
+* the batch is served from its head; an event pushed at the origin time with a
+  tie above the batch's last is appended to it, any other push at or before the
+  origin goes to the **side heap**, a 4-ary min-heap on (time, tie) that is
+  usually tiny (most such sends are served right after the event that made
+  them).
 
-The order served is exactly "smallest pending key first", as with any
-priority queue: results do not depend on the structure.
+``top`` holds the minimum of everything (the engine reads it in place); pop
+refills it from min(batch head, side top), then from the buckets.  The order
+served is exactly "smallest pending key first", as with any priority queue:
+results do not depend on the structure.
 """
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free, abort
 from libc.stdio cimport fprintf, stderr
+from libc.string cimport memset
 
 cdef extern from "eventkey.h" nogil:
     int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
-    int collsim_key_bucket(int64_t time, uint64_t tie, int64_t last_time, uint64_t last_tie)
+    int collsim_time_bucket(int64_t time, int64_t origin)
     int collsim_lowest_bit(uint64_t w)
+
+cdef enum:
+    _INSERTION_SORT_MAX = 32     # below this a batch is insertion-sorted, not radix-sorted
 
 
 cdef inline bint _before(const Event* a, const Event* b) noexcept nogil:
@@ -37,30 +52,53 @@ cdef inline bint _before(const Event* a, const Event* b) noexcept nogil:
 
 # --- growable arrays -----------------------------------------------------------------
 
-cdef int _reserve(EventHeap* heap, EventBucket* b) noexcept nogil:
-    """Room for one more event in b; 0, or -1 when out of memory."""
+cdef int _reserve(EventQueue* queue, EventArray* a, int64_t n) noexcept nogil:
+    """Room for n events in a (contents kept); 0, or -1 when out of memory."""
     cdef int64_t capacity
     cdef Event* items
-    if b.size < b.capacity:
+    if n <= a.capacity:
         return 0
-    capacity = 2 * b.capacity if b.capacity >= 8 else 16
-    items = <Event*> realloc(b.items, capacity * sizeof(Event))
+    capacity = a.capacity if a.capacity >= 16 else 16
+    while capacity < n:
+        capacity *= 2
+    if a.size == 0:
+        # nothing to keep: avoid realloc's copy of stale contents
+        free(a.items)
+        a.items = NULL
+        queue.capacity -= a.capacity
+        a.capacity = 0
+    items = <Event*> realloc(a.items, capacity * sizeof(Event))
     if items == NULL:
         return -1
-    heap.capacity += capacity - b.capacity
-    b.items = items
-    b.capacity = capacity
+    queue.capacity += capacity - a.capacity
+    a.items = items
+    a.capacity = capacity
+    return 0
+
+
+cdef inline int _append(EventQueue* queue, EventArray* a, const Event* ev) noexcept nogil:
+    if a.size == a.capacity and _reserve(queue, a, a.size + 1) != 0:
+        return -1
+    a.items[a.size] = ev[0]
+    a.size += 1
     return 0
 
 
 cdef void _out_of_memory() noexcept nogil:
-    # Only reachable while re-bucketing inside pop, which has no error path (the
+    # Only reachable while serving (pop / replace), which has no error path (the
     # engine's loop cannot undo a half-served event): stop loudly rather than lose events.
     fprintf(stderr, b"collsim: out of memory in the event queue\n")
     abort()
 
 
-# --- the early heap: 4-ary, children of i are 4i+1..4i+4 ------------------------------
+cdef void _free_array(EventArray* a) noexcept nogil:
+    free(a.items)
+    a.items = NULL
+    a.size = 0
+    a.capacity = 0
+
+
+# --- the side heap: 4-ary, children of i are 4i+1..4i+4 --------------------------------
 
 cdef inline int64_t _min_child(const Event* items, int64_t first, int64_t n) noexcept nogil:
     """Index of the smallest of the children first..min(first+3, n-1) (first < n)."""
@@ -76,21 +114,26 @@ cdef inline int64_t _min_child(const Event* items, int64_t first, int64_t n) noe
     return a
 
 
-cdef void _early_push(EventBucket* h, const Event* ev) noexcept nogil:
-    """Sift a hole up from the end, drop ev into it (room reserved by the caller)."""
-    cdef int64_t i = h.size, parent
-    cdef Event* items = h.items
+cdef int _side_push(EventQueue* queue, const Event* ev) noexcept nogil:
+    """Sift a hole up from the end, drop ev into it; 0, or -1 when out of memory."""
+    cdef EventArray* h = &queue.side
+    cdef int64_t i, parent
+    if h.size == h.capacity and _reserve(queue, h, h.size + 1) != 0:
+        return -1
+    i = h.size
     h.size += 1
     while i > 0:
         parent = (i - 1) >> 2
-        if not _before(ev, &items[parent]):
+        if not _before(ev, &h.items[parent]):
             break
-        items[i] = items[parent]
+        h.items[i] = h.items[parent]
         i = parent
-    items[i] = ev[0]
+    h.items[i] = ev[0]
+    return 0
 
 
-cdef void _early_pop(EventBucket* h, Event* out) noexcept nogil:
+cdef void _side_pop(EventQueue* queue, Event* out) noexcept nogil:
+    cdef EventArray* h = &queue.side
     cdef Event* items = h.items
     cdef Event last
     cdef int64_t i = 0, child = 1, n
@@ -110,195 +153,289 @@ cdef void _early_pop(EventBucket* h, Event* out) noexcept nogil:
     items[i] = last
 
 
-# --- the buckets -----------------------------------------------------------------------
+# --- sorting a batch by tie ------------------------------------------------------------
 
-cdef inline int _bucket_of(const EventHeap* heap, const Event* ev) noexcept nogil:
-    return collsim_key_bucket(ev.time_ps, ev.tie, heap.last_time_ps, heap.last_tie)
+cdef void _insertion_sort(Event* items, int64_t n) noexcept nogil:
+    cdef int64_t i, k
+    cdef Event ev
+    for i in range(1, n):
+        ev = items[i]
+        k = i
+        while k > 0 and items[k - 1].tie > ev.tie:
+            items[k] = items[k - 1]
+            k -= 1
+        items[k] = ev
 
 
-cdef int _insert_rest(EventHeap* heap, const Event* ev) noexcept nogil:
-    """Put ev (not the top) into a bucket or the early heap; 0, or -1 when out of memory."""
-    cdef int b
-    cdef EventBucket* bucket
-    if collsim_key_before(ev.time_ps, ev.tie, heap.last_time_ps, heap.last_tie):
-        if _reserve(heap, &heap.early) != 0:
-            return -1
-        _early_push(&heap.early, ev)
+cdef int _sort_now(EventQueue* queue) noexcept nogil:
+    """Sort the batch by tie (its times are equal): LSD radix sort on the bytes that differ.
+
+    Returns 0, or -1 when out of memory for the scratch buffer.
+    """
+    cdef EventArray* now = &queue.now
+    cdef int64_t n = now.size, i, total
+    cdef uint64_t differ = 0, first
+    cdef int64_t count[256]
+    cdef int shift, d
+    cdef Event* src
+    cdef Event* dst
+    cdef Event* tmp
+    cdef int64_t capacity
+    if n <= _INSERTION_SORT_MAX:
+        _insertion_sort(now.items, n)
         return 0
-    b = _bucket_of(heap, ev)
-    bucket = &heap.bucket[b]
-    if _reserve(heap, bucket) != 0:
+    if _reserve(queue, &queue.scratch, n) != 0:
         return -1
-    bucket.items[bucket.size] = ev[0]
-    bucket.size += 1
-    heap.nonempty[b >> 6] |= (<uint64_t> 1) << (b & 63)
+    first = now.items[0].tie
+    for i in range(n):
+        differ |= now.items[i].tie ^ first
+    src = now.items
+    dst = queue.scratch.items
+    for shift in range(0, 64, 8):
+        if ((differ >> shift) & 0xFF) == 0:
+            continue
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[i].tie >> shift) & 0xFF] += 1
+        total = 0
+        for d in range(256):
+            total += count[d]
+            count[d] = total - count[d]
+        for i in range(n):
+            d = (src[i].tie >> shift) & 0xFF
+            dst[count[d]] = src[i]
+            count[d] += 1
+        tmp = src
+        src = dst
+        dst = tmp
+    if src != now.items:
+        # the sorted run ended in the scratch buffer: swap the two arrays' storage
+        tmp = now.items
+        now.items = src
+        queue.scratch.items = tmp
+        capacity = now.capacity
+        now.capacity = queue.scratch.capacity
+        queue.scratch.capacity = capacity
     return 0
 
 
-cdef int _first_nonempty(const EventHeap* heap) noexcept nogil:
-    """Lowest non-empty bucket (some bucket must be non-empty)."""
-    if heap.nonempty[0]:
-        return collsim_lowest_bit(heap.nonempty[0])
-    if heap.nonempty[1]:
-        return 64 + collsim_lowest_bit(heap.nonempty[1])
-    return 128 + collsim_lowest_bit(heap.nonempty[2])
+# --- the buckets: chains of pool blocks ------------------------------------------------
+
+cdef EventBlock* _new_block(EventQueue* queue) noexcept nogil:
+    """An empty block from the pool (allocated when the pool is dry); NULL when out of memory."""
+    cdef EventBlock* block = queue.free_blocks
+    if block != NULL:
+        queue.free_blocks = block.next
+    else:
+        block = <EventBlock*> malloc(sizeof(EventBlock))
+        if block == NULL:
+            return NULL
+        block.allocated = queue.all_blocks
+        queue.all_blocks = block
+        queue.capacity += COLLSIM_BLOCK_EVENTS
+    block.next = NULL
+    block.count = 0
+    return block
 
 
-cdef void _take_rest(EventHeap* heap, Event* out) noexcept nogil:
-    """Remove the smallest event held outside the top into *out (one must exist)."""
-    cdef int b, j
-    cdef int64_t k, m, n
-    cdef EventBucket* bucket
-    cdef EventBucket* dest
-    cdef Event* items
-    if heap.early.size > 0:
-        _early_pop(&heap.early, out)
-        return
-    b = _first_nonempty(heap)
-    bucket = &heap.bucket[b]
-    items = bucket.items
-    n = bucket.size
-    if b > 0:
-        # the bucket's minimum becomes the origin; the others move to lower buckets
-        m = 0
-        for k in range(1, n):
-            if _before(&items[k], &items[m]):
-                m = k
-        heap.last_time_ps = items[m].time_ps
-        heap.last_tie = items[m].tie
-        out[0] = items[m]
-        for k in range(n):
-            if k == m:
-                continue
-            j = _bucket_of(heap, &items[k])       # < b, and > 0 (keys are unique)
-            dest = &heap.bucket[j]
-            if _reserve(heap, dest) != 0:
+cdef inline void _release_chain(EventQueue* queue, EventChain* chain) noexcept nogil:
+    """Give a chain's blocks back to the pool, first in line for reuse."""
+    if chain.head != NULL:
+        chain.tail.next = queue.free_blocks
+        queue.free_blocks = chain.head
+    chain.head = NULL
+    chain.tail = NULL
+    chain.size = 0
+
+
+cdef int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
+    """ev is later than the origin: append it to its time bucket; 0, or -1 when out of memory."""
+    cdef int b = collsim_time_bucket(ev.time_ps, queue.origin_ps)
+    cdef EventChain* chain = &queue.bucket[b]
+    cdef EventBlock* block = chain.tail
+    if block == NULL or block.count == COLLSIM_BLOCK_EVENTS:
+        block = _new_block(queue)
+        if block == NULL:
+            return -1
+        if chain.tail == NULL:
+            chain.head = block
+            queue.nonempty[b >> 6] |= (<uint64_t> 1) << (b & 63)
+            queue.levels |= (<uint64_t> 1) << (b >> 8)
+        else:
+            chain.tail.next = block
+        chain.tail = block
+    block.items[block.count] = ev[0]
+    block.count += 1
+    chain.size += 1
+    return 0
+
+
+cdef inline int _first_bucket(const EventQueue* queue) noexcept nogil:
+    """The first non-empty bucket (one must exist)."""
+    cdef int w = 4 * collsim_lowest_bit(queue.levels)
+    while queue.nonempty[w] == 0:
+        w += 1
+    return 64 * w + collsim_lowest_bit(queue.nonempty[w])
+
+
+cdef inline void _mark_empty(EventQueue* queue, int b) noexcept nogil:
+    cdef int level = b >> 8
+    queue.nonempty[b >> 6] &= ~((<uint64_t> 1) << (b & 63))
+    if (queue.nonempty[4 * level] | queue.nonempty[4 * level + 1]
+            | queue.nonempty[4 * level + 2] | queue.nonempty[4 * level + 3]) == 0:
+        queue.levels &= ~((<uint64_t> 1) << level)
+
+
+cdef void _refill(EventQueue* queue) noexcept nogil:
+    """Batch and side heap are empty: the earliest bucketed time becomes the origin and its events the batch.
+
+    Level-0 buckets hold a single time: all their events join the batch.
+    Otherwise the others drop to lower levels around the new origin.
+    """
+    cdef int b = _first_bucket(queue)
+    cdef EventChain* chain = &queue.bucket[b]
+    cdef EventArray* now = &queue.now
+    cdef EventBlock* block
+    cdef Event* ev
+    cdef int64_t k, m
+    cdef uint64_t last_tie = 0
+    cdef bint in_order = True
+    _mark_empty(queue, b)
+    m = chain.head.items[0].time_ps
+    if b >= 256:
+        block = chain.head
+        while block != NULL:
+            for k in range(block.count):
+                if block.items[k].time_ps < m:
+                    m = block.items[k].time_ps
+            block = block.next
+    queue.origin_ps = m
+    now.size = 0
+    queue.now_head = 0
+    if _reserve(queue, now, chain.size) != 0:
+        _out_of_memory()
+    block = chain.head
+    while block != NULL:
+        for k in range(block.count):
+            ev = &block.items[k]
+            if ev.time_ps == m:
+                if ev.tie < last_tie:
+                    in_order = False
+                last_tie = ev.tie
+                now.items[now.size] = ev[0]
+                now.size += 1
+            elif _bucket_push(queue, ev) != 0:     # a lower level than b's
                 _out_of_memory()
-            dest.items[dest.size] = items[k]
-            dest.size += 1
-            heap.nonempty[j >> 6] |= (<uint64_t> 1) << (j & 63)
-        bucket.size = 0
-        heap.nonempty[b >> 6] &= ~((<uint64_t> 1) << (b & 63))
+        block = block.next
+    _release_chain(queue, chain)
+    if not in_order and _sort_now(queue) != 0:
+        _out_of_memory()
+
+
+cdef int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
+    """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
+    cdef EventArray* now = &queue.now
+    if ev.time_ps > queue.origin_ps:
+        return _bucket_push(queue, ev)
+    if ev.time_ps == queue.origin_ps:
+        if queue.now_head == now.size:
+            # the batch is used up: start it again with ev
+            now.size = 0
+            queue.now_head = 0
+            return _append(queue, now, ev)
+        if ev.tie > now.items[now.size - 1].tie:
+            return _append(queue, now, ev)
+    return _side_push(queue, ev)
+
+
+cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
+    """Remove the smallest event held behind the top into *out (one must exist)."""
+    cdef Event* head
+    if queue.now_head == queue.now.size:
+        if queue.side.size > 0:
+            _side_pop(queue, out)
+            return
+        _refill(queue)
+    head = &queue.now.items[queue.now_head]
+    if queue.side.size > 0 and _before(&queue.side.items[0], head):
+        _side_pop(queue, out)
         return
-    # bucket 0 holds the one key equal to the origin
-    out[0] = items[0]
-    bucket.size = 0
-    heap.nonempty[0] &= ~(<uint64_t> 1)
+    out[0] = head[0]
+    queue.now_head += 1
 
 
 # --- the interface (events.pxd) ----------------------------------------------------------
 
-cdef int heap_init(EventHeap* heap, int64_t capacity) noexcept nogil:
-    """`capacity` is only a hint: the buckets grow as needed."""
-    cdef int b
-    heap.items = <Event*> malloc(sizeof(Event))
-    heap.capacity = 1 if heap.items != NULL else 0
-    for b in range(COLLSIM_KEY_BUCKETS):
-        heap.bucket[b].items = NULL
-        heap.bucket[b].size = 0
-        heap.bucket[b].capacity = 0
-    heap.early.items = NULL
-    heap.early.size = 0
-    heap.early.capacity = 0
-    heap_clear(heap)
-    return 0 if heap.items != NULL else -1
-
-
-cdef void heap_clear(EventHeap* heap) noexcept nogil:
-    cdef int b
-    heap.size = 0
-    for b in range(COLLSIM_KEY_BUCKETS):
-        heap.bucket[b].size = 0
-    heap.early.size = 0
-    heap.nonempty[0] = heap.nonempty[1] = heap.nonempty[2] = 0
-    heap.last_time_ps = 0        # times are >= 0: every key is >= the origin (0, 0)
-    heap.last_tie = 0
-
-
-cdef void heap_free(EventHeap* heap) noexcept nogil:
-    cdef int b
-    free(heap.items)
-    heap.items = NULL
-    for b in range(COLLSIM_KEY_BUCKETS):
-        free(heap.bucket[b].items)
-        heap.bucket[b].items = NULL
-        heap.bucket[b].size = 0
-        heap.bucket[b].capacity = 0
-    free(heap.early.items)
-    heap.early.items = NULL
-    heap.early.size = 0
-    heap.early.capacity = 0
-    heap.size = 0
-    heap.capacity = 0
-
-
-cdef int heap_push(EventHeap* heap, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev
-    ev.time_ps = time_ps
-    ev.tie = tie
-    ev.slot = slot
-    if heap.size == 0:
-        heap.items[0] = ev
-    elif _before(&ev, &heap.items[0]):
-        # the new event is the minimum: the old top joins the rest
-        if _insert_rest(heap, &heap.items[0]) != 0:
-            return -1
-        heap.items[0] = ev
-    elif _insert_rest(heap, &ev) != 0:
-        return -1
-    heap.size += 1
+cdef int queue_init(EventQueue* queue) noexcept nogil:
+    memset(queue, 0, sizeof(EventQueue))
     return 0
 
 
-cdef void heap_pop(EventHeap* heap, Event* out) noexcept nogil:
-    out[0] = heap.items[0]
-    heap.size -= 1
-    if heap.size > 0:
-        _take_rest(heap, &heap.items[0])
+cdef void queue_clear(EventQueue* queue) noexcept nogil:
+    cdef int b
+    for b in range(COLLSIM_TIME_BUCKETS):
+        _release_chain(queue, &queue.bucket[b])
+    memset(queue.nonempty, 0, sizeof(queue.nonempty))
+    queue.levels = 0
+    queue.size = 0
+    queue.now.size = 0
+    queue.now_head = 0
+    queue.side.size = 0
+    queue.origin_ps = 0          # times are >= 0: every event is at or after the origin
 
 
-cdef void heap_replace_top(EventHeap* heap, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
+cdef void queue_free(EventQueue* queue) noexcept nogil:
+    cdef EventBlock* block = queue.all_blocks
+    cdef EventBlock* next_block
+    while block != NULL:
+        next_block = block.allocated
+        free(block)
+        block = next_block
+    free(queue.now.items)
+    free(queue.side.items)
+    free(queue.scratch.items)
+    memset(queue, 0, sizeof(EventQueue))
+
+
+cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
     cdef Event ev
     ev.time_ps = time_ps
     ev.tie = tie
     ev.slot = slot
-    if heap.size == 1:
-        heap.items[0] = ev
-        return
-    # below the origin with an empty early heap, ev precedes every other pending event
-    if heap.early.size == 0 and collsim_key_before(time_ps, tie, heap.last_time_ps, heap.last_tie):
-        heap.items[0] = ev
-        return
-    if _insert_rest(heap, &ev) != 0:
-        _out_of_memory()
-    _take_rest(heap, &heap.items[0])
+    if queue.size == 0:
+        queue.top = ev
+    elif _before(&ev, &queue.top):
+        # the new event is the minimum: the old top joins the rest
+        if _insert_rest(queue, &queue.top) != 0:
+            return -1
+        queue.top = ev
+    elif _insert_rest(queue, &ev) != 0:
+        return -1
+    queue.size += 1
+    return 0
 
 
-# --- test helpers -----------------------------------------------------------------------------
+cdef void queue_pop(EventQueue* queue, Event* out) noexcept nogil:
+    out[0] = queue.top
+    queue.size -= 1
+    if queue.size > 0:
+        _take_rest(queue, &queue.top)
 
-def _heap_trace(times, ties, replace_times=()):
-    """Test helper: push events i = (times[i], ties[i]); then for each t in
-    replace_times replace the top event by (t, its tie) (a message's next hop);
-    then pop everything.  Returns the popped (time, tie, slot) triples in order."""
-    cdef EventHeap heap
+
+cdef void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
     cdef Event ev
-    cdef int64_t i
-    if heap_init(&heap, 4) != 0:
-        raise MemoryError()
-    try:
-        for i in range(len(times)):
-            if heap_push(&heap, times[i], ties[i], i) != 0:
-                raise MemoryError()
-        for t in replace_times:
-            heap_replace_top(&heap, t, heap.items[0].tie, heap.items[0].slot)
-        out = []
-        while heap.size > 0:
-            heap_pop(&heap, &ev)
-            out.append((ev.time_ps, ev.tie, ev.slot))
-        return out
-    finally:
-        heap_free(&heap)
+    ev.time_ps = time_ps
+    ev.tie = tie
+    ev.slot = slot
+    if queue.size == 1:
+        queue.top = ev
+        return
+    if _insert_rest(queue, &ev) != 0:
+        _out_of_memory()
+    _take_rest(queue, &queue.top)
 
+
+# --- test helper --------------------------------------------------------------------------
 
 def _queue_ops(ops):
     """Test helper: apply ops in order to a fresh queue and return what it served.
@@ -307,25 +444,25 @@ def _queue_ops(ops):
     the smallest; ("replace", time) replaces the smallest by (time, its tie, its
     slot).  Returns the (time, tie, slot) of each pop and each replaced top, in order.
     """
-    cdef EventHeap heap
+    cdef EventQueue queue
     cdef Event ev
     cdef int64_t pushed = 0
-    if heap_init(&heap, 4) != 0:
+    if queue_init(&queue) != 0:
         raise MemoryError()
     try:
         out = []
         for op in ops:
             if op[0] == "push":
-                if heap_push(&heap, op[1], op[2], pushed) != 0:
+                if queue_push(&queue, op[1], op[2], pushed) != 0:
                     raise MemoryError()
                 pushed += 1
             elif op[0] == "pop":
-                heap_pop(&heap, &ev)
+                queue_pop(&queue, &ev)
                 out.append((ev.time_ps, ev.tie, ev.slot))
             else:
-                ev = heap.items[0]
+                ev = queue.top
                 out.append((ev.time_ps, ev.tie, ev.slot))
-                heap_replace_top(&heap, op[1], ev.tie, ev.slot)
+                queue_replace_top(&queue, op[1], ev.tie, ev.slot)
         return out
     finally:
-        heap_free(&heap)
+        queue_free(&queue)
