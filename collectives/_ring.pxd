@@ -33,12 +33,12 @@ cdef class RingSchedule(Schedule):
     # With channels > 1 a chip reduces its arrivals in order of (arrival time,
     # channel).  Deliveries at equal times come in source-chip order, which
     # would make timings depend on chip numbering; so an arrival at t is held
-    # (held_ps / held_step, two slots per chip and channel) and reduced when a
-    # wake-up the chip sends itself for t + 1 ps arrives, after every delivery
-    # at t.  The reduction itself still starts at t.
-    cdef int64_t[::1] held_ps             # (chip * channels + c) * 2 + slot -> arrival time, -1 when empty
+    # (held_ps / held_step, one per chip and channel: a channel's arrivals are
+    # >= 1 ps apart) and reduced at the end of the instant t
+    # (Engine.call_at_end_of_instant), after every delivery at t.
+    cdef int64_t[::1] held_ps             # chip * channels + c -> arrival time, -1 when empty
     cdef int64_t[::1] held_step           # same index -> step of the held arrival
-    cdef int64_t[::1] wake_ps             # chip -> time of its latest wake-up
+    cdef int64_t[::1] settle_ps           # chip -> the instant whose end it asked for, -1 before any
     # A channel's sends leave a chip in step order, as in a real ring's per-channel
     # queue: a copy may not overtake an earlier step still being reduced.
     cdef int64_t[::1] last_send_ps        # chip * channels + c -> time of the latest send
@@ -48,7 +48,6 @@ cdef class RingSchedule(Schedule):
     cdef void _send_step(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil
     cdef void _reduce_and_forward(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil
     cdef void _hold(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil
-    cdef void _wake(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil
 
 
 # Makespan (ps) of the symmetric ring model of collectives/ring.py, or -1 when

@@ -10,9 +10,8 @@ the channel's direction.  On arrival of step g:
 
 * a reduce step (g < reduce_steps): the chip's reduction unit reduces the
   piece (``engine.reduce``), then the chip sends step g + 1 of the same piece
-  at the completion time; after the last step of a reduce-scatter it sends
-  itself a copy of the piece at that time, which is a no-op for the data but
-  makes the reduction's end an event, so the engine's makespan includes it;
+  at the completion time (the engine's makespan covers the reduction that
+  ends a reduce-scatter chain);
 * a copy step: the chip forwards step g + 1 at once (unless g was the last).
 
 A piece that is empty is never sent, and since every message of a chain
@@ -20,19 +19,19 @@ carries the same piece, the whole chain is skipped.
 
 With several channels a chip reduces its arrivals in order of arrival time,
 then channel.  The engine delivers equal-time messages in source-chip order,
-so an arrival at t is held and reduced when the chip's own wake-up message
-for t + 1 ps comes in (after every delivery at t); the reduction still starts
-at t, so no time is lost.  The wake-up is a self-copy of the piece that
-arrived: a no-op for the data, as the engine has no timer events.  (A strict
-(step, channel) order would be deterministic too, but it couples the
+so an arrival at t is held and reduced at the end of the instant t
+(``Engine.call_at_end_of_instant``: after every delivery at t, before
+anything later); the reduction still starts at t, so no time is lost.  (A
+strict (step, channel) order would be deterministic too, but it couples the
 channels: on a multi-node ring the two directions cross the slow NIC hops at
 different steps, and each would wait for the other.)
 
 Sends of one channel leave a chip in step order: a copy that arrives while
 an earlier step of the same channel is still being reduced waits for it.
 
-State is O(chips x channels): the ring order and its inverse, a wake-up
-time per chip, and per (chip, channel) the last send and two held arrivals.
+State is O(chips x channels): the ring order and its inverse, the instant
+each chip last asked to settle, and per (chip, channel) the last send and
+one held arrival.
 """
 import numpy as np
 
@@ -95,9 +94,9 @@ cdef class RingSchedule(Schedule):
         self.order = order_arr
         self.position = position_arr
         self.direction = np.array([-1 if (bidirectional and c % 2 == 1) else 1 for c in range(active)], dtype=np.int64)
-        self.held_ps = np.full(2 * n * active, -1, dtype=np.int64)
-        self.held_step = np.zeros(2 * n * active, dtype=np.int64)
-        self.wake_ps = np.full(n, -1, dtype=np.int64)
+        self.held_ps = np.full(n * active, -1, dtype=np.int64)
+        self.held_step = np.zeros(n * active, dtype=np.int64)
+        self.settle_ps = np.full(n, -1, dtype=np.int64)
         self.last_send_ps = np.zeros(n * active, dtype=np.int64)
 
     cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
@@ -133,48 +132,35 @@ cdef class RingSchedule(Schedule):
         cdef int64_t done_ps = engine.reduce(chip, t_ps, count * engine.elem_bytes)
         if g + 1 < self.steps:
             self._send_step(engine, p, c, g + 1, done_ps)
-        else:
-            # end of a reduce-scatter chain: a self-copy turns the reduction's
-            # completion into an event (the makespan must include it)
-            engine.send(chip, chip, done_ps, offset, count, OP_COPY, self.steps, c, block, 0)
 
     cdef void _hold(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
-        """Keep channel c's step-g arrival at t until the chip's wake-up at t + 1."""
+        """Keep channel c's step-g arrival at t until the end of the instant t."""
         cdef int64_t chip = self.order[p]
-        cdef int64_t slot = (chip * self.channels + c) * 2
-        cdef int64_t offset, count
-        # a channel's arrivals are >= 1 ps apart (each holds its link >= 1 ps),
-        # so at most two are held: one at t and one at t + 1 delivered first
-        if self.held_ps[slot] >= 0:
-            slot += 1
+        cdef int64_t slot = chip * self.channels + c
         self.held_ps[slot] = t_ps
         self.held_step[slot] = g
-        if self.wake_ps[chip] != t_ps + 1:
-            self.wake_ps[chip] = t_ps + 1
-            self._piece(self._block_at(p, c, g + 1), c, &offset, &count)
-            engine.send(chip, chip, t_ps + 1, offset, count, OP_COPY, self.steps + 1, c, -1, 0)
+        if self.settle_ps[chip] != t_ps:
+            self.settle_ps[chip] = t_ps
+            engine.call_at_end_of_instant(chip)
 
-    cdef void _wake(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
-        """Reduce, channel by channel, everything that arrived at t_ps - 1."""
+    cdef void end_of_instant(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
+        """Reduce, channel by channel, everything that arrived at t_ps."""
         cdef int64_t c, slot, arrived_ps
         cdef int64_t p = self.position[chip]
         for c in range(self.channels):
-            slot = (chip * self.channels + c) * 2
+            slot = chip * self.channels + c
             arrived_ps = self.held_ps[slot]
-            if arrived_ps < 0 or arrived_ps >= t_ps:
+            if arrived_ps < 0:
                 continue
+            self.held_ps[slot] = -1
             self._reduce_and_forward(engine, p, c, self.held_step[slot], arrived_ps)
-            self.held_ps[slot] = self.held_ps[slot + 1]
-            self.held_step[slot] = self.held_step[slot + 1]
-            self.held_ps[slot + 1] = -1
 
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t p, c
         for p in range(self.n):
-            self.wake_ps[p] = -1
+            self.settle_ps[p] = -1
         for p in range(self.n * self.channels):
             self.last_send_ps[p] = 0
-        for p in range(2 * self.n * self.channels):
             self.held_ps[p] = -1
         for p in range(self.n):
             for c in range(self.channels):
@@ -182,13 +168,7 @@ cdef class RingSchedule(Schedule):
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t g = msg.tag[0], c = msg.tag[1]
-        cdef int64_t p
-        if g == self.steps + 1:
-            self._wake(engine, msg.dst, t_ps)
-            return
-        if g == self.steps:
-            return  # end of a reduce-scatter chain
-        p = self.position[msg.dst]
+        cdef int64_t p = self.position[msg.dst]
         if g < self.reduce_steps:
             if self.channels == 1:
                 self._reduce_and_forward(engine, p, 0, g, t_ps)

@@ -66,6 +66,9 @@ cdef class Schedule:
     cdef void start(self, Engine engine) noexcept nogil
     # msg has fully arrived at msg.dst at time t_ps (= tail of its last link).
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil
+    # Called for each chip passed to Engine.call_at_end_of_instant, once every event at
+    # time t_ps queued so far has been processed (before time moves on).
+    cdef void end_of_instant(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil
 
 
 cdef class Engine:
@@ -99,6 +102,9 @@ cdef class Engine:
     cdef int error                        # first failure inside nogil code (ERR_*), 0 if none
     cdef int64_t error_arg[3]
     cdef readonly int64_t reduce_end_ps   # latest end of a reduction (makespan_ps covers it)
+    cdef int64_t* settling                # chips waiting for the end of the current instant
+    cdef int64_t num_settling
+    cdef int64_t settling_cap
 
     # --- added: distributed execution (collsim/distributed.py drives it) -------
     # Rank r owns a contiguous block of whole nodes (nodes split as evenly as
@@ -151,6 +157,13 @@ cdef class Engine:
     # Ordered like any event by (t_ps, chip, chip's next sequence number).
     cdef int64_t wake(self, int64_t chip, int64_t t_ps,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil
+    # Have schedule.end_of_instant(chip, now) called once every event at the current
+    # time has been processed: no event, no message.  A schedule uses it to act on
+    # everything a chip received at t in an order of its own choosing (the engine
+    # delivers equal-time messages by source chip).  Owned chips only, like send.
+    cdef void call_at_end_of_instant(self, int64_t chip) noexcept nogil
+    # Run the end_of_instant calls asked for so far.
+    cdef void _settle(self, Schedule schedule) noexcept nogil
 
     # --- added: distributed pieces --------------------------------------------
     cdef bint owns_chip(self, int64_t chip) noexcept nogil

@@ -42,6 +42,10 @@ reduction into an event.  (``run`` still returns ``now_ps``, the time of the
 last event.)  ``wake(chip, t, tags)`` queues a zero-cost wake-up: at t the
 schedule's ``deliver`` runs with a message src == dst == chip, op OP_WAKE,
 no link and no data, ordered like any event by (t, chip, chip's next seq).
+``call_at_end_of_instant(chip)`` costs no event: the loop calls
+``schedule.end_of_instant(chip, t)`` once every event at the current time t
+has been processed (the next event is later, or beyond the window), and then
+processes whatever those calls sent at t.
 
 Distributed execution (DESIGN.md section 7; collsim/distributed.py drives it)
 -------------------------------------------------------------------------------
@@ -124,6 +128,9 @@ cdef class Schedule:
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         pass
 
+    cdef void end_of_instant(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
+        pass
+
 
 cdef class Engine:
     """``Engine(router, reduce_Bps, elem_bytes, data=None, rank=0, ranks=1)``; ``run(schedule)`` -> last event ps."""
@@ -133,6 +140,7 @@ cdef class Engine:
         self.free_msgs = NULL
         queue_init(&self.queue)
         self.outbox = NULL
+        self.settling = NULL
 
     def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None, int rank=0, int ranks=1):
         if int(reduce_Bps) <= 0:
@@ -186,6 +194,7 @@ cdef class Engine:
         free(self.msgs)
         free(self.free_msgs)
         free(self.outbox)
+        free(self.settling)
 
     # --- Python API ------------------------------------------------------------
 
@@ -261,6 +270,7 @@ cdef class Engine:
         self.peak_in_flight = 0
         self.error = ERR_NONE
         self.outbox_len = 0
+        self.num_settling = 0
         self.exported = 0
         self.imported = 0
         with nogil:
@@ -277,7 +287,14 @@ cdef class Engine:
         cdef Message* msg
         cdef int64_t done = 0, t_next, ahead
         cdef int dest
-        while self.queue.size > 0 and self.error == ERR_NONE:
+        while self.error == ERR_NONE:
+            if self.num_settling > 0 and (self.queue.size == 0 or self.queue.top.time_ps != self.now_ps):
+                # every event at now_ps has been processed (the next is later, or in the
+                # next window): the instant is over; what the calls send is processed next
+                self._settle(schedule)
+                continue
+            if self.queue.size == 0:
+                break
             top = &self.queue.top
             if top.time_ps >= t_end_ps:
                 break
@@ -483,6 +500,35 @@ cdef class Engine:
         msg.op = OP_WAKE
         msg.nhops = 0
         return _queue(self, slot)
+
+    cdef void call_at_end_of_instant(self, int64_t chip) noexcept nogil:
+        cdef int64_t capacity
+        cdef int64_t* grown
+        if self.error != ERR_NONE:
+            return
+        if chip < 0 or chip >= self.router.num_chips:
+            self._fail(ERR_BAD_CHIP, chip, chip, 0)
+            return
+        if chip < self.chip_lo or chip >= self.chip_hi:
+            return                  # another rank's chip
+        if self.num_settling == self.settling_cap:
+            capacity = 2 * self.settling_cap if self.settling_cap > 0 else 256
+            grown = <int64_t*> realloc(self.settling, capacity * sizeof(int64_t))
+            if grown == NULL:
+                self._fail(ERR_NOMEM, 0, 0, 0)
+                return
+            self.settling = grown
+            self.settling_cap = capacity
+        self.settling[self.num_settling] = chip
+        self.num_settling += 1
+
+    cdef void _settle(self, Schedule schedule) noexcept nogil:
+        # calls made from end_of_instant join this round (they follow every event too)
+        cdef int64_t k = 0
+        while k < self.num_settling and self.error == ERR_NONE:
+            schedule.end_of_instant(self, self.settling[k], self.now_ps)
+            k += 1
+        self.num_settling = 0
 
     cdef int64_t reduce(self, int64_t chip, int64_t t_ps, int64_t nbytes) noexcept nogil:
         cdef int64_t start, end
