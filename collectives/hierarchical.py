@@ -135,15 +135,16 @@ four messages per level where the second child waits for one, and lambda
 (channels) on every hop; at trn2 x 1,024, 1 GiB it was 1.95x the event time.
 
 Several streams (lambda = chips_per_nic x C' > 1) send the same pattern
-through every NIC at once.  The model adds, per further stream, that stream's
-traffic through the busiest NIC direction, B = max_x sum_t (children_t(x) +
-has_parent_t(x)) s_t (4 s for a node with two children in one tree and a
-parent in both), once to the fill and once to the period (or, when the
-reductions weigh more, the C' channels' work on one reduction unit,
-(C' - 1) max_x sum_t children_t(x) r_t):
+through every NIC at once and follow each other: the second stream's halves
+queue behind the first's at the first parent (g = the busiest sibling group,
+max_x,t children_t(x) s_t = 2 s_0), and at the root's child the first
+stream's broadcast waits behind the second stream's halves (s_0 - 2 alpha -
+r_0 when positive).  The model adds that lag per further stream to the fill
+and to the period (or, when reductions weigh more, the C' channels' work on
+one reduction unit, (C' - 1) max_x sum_t children_t(x) r_t):
 
-    fill_lambda   = fill_1 + (lambda - 1) B
-    period_lambda = period_1 + (lambda - 1) B
+    fill_lambda   = fill_1 + (lambda - 1) (g + max(0, s_0 - 2 alpha - r_0))
+    period_lambda = period_1 + (lambda - 1) (g + max(0, s_0 - 2 alpha - r_0))
 
 When analytic == event
 ----------------------
@@ -179,11 +180,13 @@ Otherwise the formula is a model:
   chunk's up message).  With one or two chunks the event time is never lower;
   measured event / analytic over nodes of one chip, N = 2..3000, k = 1..4,
   alpha / s from 0.004 to 3.75: 0.97..1.05.
-* Tree, several streams: the streams drift apart and collide in ways that
-  depend on N; measured event / analytic for N >= 64: 0.95..1.05 with two
-  streams, 0.88..1.0 with four; below 64 nodes, or when latency dominates
-  (alpha >> s), the model is pessimistic: down to 0.82 (two streams) and 0.66
-  (four).
+* Tree, several streams: exact for two streams and one chunk on N = 4, 16,
+  64, 256, 1024 when s_0 >> alpha; otherwise the streams drift apart and
+  collide in ways that depend on N.  Measured event / analytic over nodes of
+  one chip, alpha / s from 0.04 to 3.75, k = 1..4: two streams 0.98..1.08 for
+  N >= 64 (0.90..1.13 below), four streams 0.97..1.15 for N >= 64 (0.82..1.31
+  below); on the trn1 (four streams), trn2 presets, 64..4096 nodes, 64 MiB
+  and 1 GiB: 0.98..1.05.
 """
 from __future__ import annotations
 
@@ -476,10 +479,11 @@ def tree_phase_ps(nodes: int, hop: TreeHop, streams: int = 1, reducers: int = 1)
         return fill, period
     ser = np.array(hop.ser_ps, dtype=np.int64)[:, None]
     red = np.array(hop.red_ps, dtype=np.int64)[:, None]
-    edges = lay.nch + (lay.parent >= 0)  # messages per node and direction in tree t: children + parent
-    nic = int((edges * ser).sum(axis=0).max())  # one stream's busiest NIC direction per chunk
+    sibling = int((lay.nch * ser).max())  # one stream's busiest sibling group on a parent's downlink
+    # at the root's child the leading stream's broadcast waits behind the next stream's halves
+    turn = max(0, hop.ser_ps[0] - 2 * hop.alpha_ps - hop.red_ps[0])
     unit = int((lay.nch * red).sum(axis=0).max())  # one stream's busiest reduction unit
-    extra = max((streams - 1) * nic, (reducers - 1) * unit)
+    extra = max((streams - 1) * (sibling + turn), (reducers - 1) * unit)
     return fill + extra, period + extra
 
 

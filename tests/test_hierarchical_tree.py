@@ -133,30 +133,44 @@ def test_walk_leaves_out_only_waits():
             assert analytic <= event <= 1.05 * analytic, (n, chunks)
 
 
-def test_two_streams_on_two_nodes_by_hand():
-    # two channels: 128 elements, a piece of 64 per channel, halves of 32 (s = 128000)
-    two = make_cluster([], nodes=2)
+def test_two_streams_by_hand():
+    # two channels: a piece of 64 elements per channel, halves of 32 (s = 128000); each further stream
+    # adds the lag g + max(0, s - 2L - r), g = the busiest sibling group
+    four = make_cluster([], nodes=4)
     prm = tree(channels=2)
-    # one stream: 2L + 2s + r.  Each node is the root of one tree (one child) and a leaf of the other
-    # (one parent): B = 2s per stream through each NIC direction; the second stream adds B
-    assert analytic_time_ps(two, AR, 128, 4, prm) == (2 * L + 2 * S + R) + 2 * S
-    # event: node 1's uplink carries its two leaf halves (t = 0), then its two broadcasts (the second
-    # reduced at L + 2s + r, before the uplink frees at 3s): back to back until 4s, arriving 4s + L
+    # event, tree 0 (tree 1 mirrors it): the leaves send both streams' halves back to back; node 1's
+    # downlink takes stream 0's two halves, then stream 1's (L/2 .. L/2 + 4s).  Stream 0's broadcast
+    # from root 3 (head 2.5L + 3s + 2r) waits behind them: at node 1 at L + 5s.  Node 1's uplink
+    # carried its two tree 1 halves, then stream 0's and stream 1's up halves (the last until
+    # L + 5s + r); then it forwards stream 0's broadcast to 0 and 2 (L + 5s + r .. L + 7s + r), then
+    # stream 1's, which reached it at 3L + 6s + 2r: node 2 gets it at 2L + 9s + r
+    event = 2 * L + 9 * S + R
+    assert run_event(four, AR, 128, prm)[0] == event == 1162128
+    # analytic: one stream 4L + 6s + 2r, plus g = 2s and s - 2L - r: the same here
+    assert analytic_time_ps(four, AR, 128, 4, prm) == (4 * L + 6 * S + 2 * R) + 2 * S + (S - 2 * L - R) == event
+    # two nodes: g = s (one child); the analytic 2L + 2s + r + s + (s - 2L - r) = 4s, while in the event
+    # node 1's uplink carries its two leaf halves and then its two broadcasts back to back: 4s + L
+    two = make_cluster([], nodes=2)
+    assert analytic_time_ps(two, AR, 128, 4, prm) == 4 * S
     assert run_event(two, AR, 128, prm)[0] == 4 * S + L
 
 
-def test_several_streams_through_the_busiest_nic():
+def test_several_streams_lag_behind_each_other():
     hop = TreeHop(L, L // 2, (S, S), (R, R))
     fill, period = tree_phase_ps(4, hop)
     assert (fill, period) == (4 * L + 6 * S + 2 * R, 3 * L + 6 * S + 2 * R)
-    # N = 4: an inner node has two children and a parent in one tree and a parent in the other: B = 4s
-    assert tree_phase_ps(4, hop, streams=3) == (fill + 2 * 4 * S, period + 2 * 4 * S)
-    # N = 2: both nodes finish a chunk together, so the next one repeats it: period = fill; B = 2s
+    lag = 2 * S + (S - 2 * L - R)
+    assert tree_phase_ps(4, hop, streams=3) == (fill + 2 * lag, period + 2 * lag)
+    # N = 2: both nodes finish a chunk together, so the next one repeats it: period = fill; g = s
     fill2 = 2 * L + 2 * S + R
     assert tree_phase_ps(2, hop) == (fill2, fill2)
-    assert tree_phase_ps(2, hop, streams=2) == (fill2 + 2 * S, fill2 + 2 * S)
+    assert tree_phase_ps(2, hop, streams=2) == (fill2 + S + (S - 2 * L - R),) * 2
+    # latency above the message time: no wait at the root's child, the lag is the sibling group
+    slow_links = TreeHop(200 * S, 100 * S, (S, S), (R, R))
+    f, p = tree_phase_ps(4, slow_links)
+    assert tree_phase_ps(4, slow_links, streams=2) == (f + 2 * S, p + 2 * S)
     # reductions heavier than transfers: three channels on one reduction unit, r' = 10 s per half;
     # the busiest unit reduces two halves per stream (an inner node of one tree)
-    slow = TreeHop(L, L // 2, (S, S), (10 * S, 10 * S))
-    f1, p1 = tree_phase_ps(4, slow)
-    assert tree_phase_ps(4, slow, streams=3, reducers=3) == (f1 + 2 * 20 * S, p1 + 2 * 20 * S)
+    slow_unit = TreeHop(L, L // 2, (S, S), (10 * S, 10 * S))
+    f, p = tree_phase_ps(4, slow_unit)
+    assert tree_phase_ps(4, slow_unit, streams=3, reducers=3) == (f + 2 * 20 * S, p + 2 * 20 * S)
