@@ -91,6 +91,21 @@ with a window of F chunks (``pipeline_ps``):
 i.e. launch + Sigma + (k' - 1) M whenever the window does not bind (F M >=
 Sigma).  Count 0 (or one chip): T = launch.
 
+Links two phases share (``shared_link_ps``).  RS_l and AG_l of a level (and
+TOP_RS and TOP_AG on the NICs) send over the same directed links; per chunk a
+ring phase keeps the busiest of them serializing busy_p = (g_l - 1) lambda_l
+ser(b_l e, B_l) (a mesh phase C' ser(b_l e, B_l)).  Every chunk crosses it in
+both phases, so
+
+    T >= launch + (fills of the phases before RS_l) + k' (busy_RS_l + busy_AG_l)
+                + alpha_l + (fills of the phases after AG_l)
+
+and the analytic is the larger of this and the flow shop.  It never binds for
+one chunk, nor for reduce_scatter / all_gather (one phase per level); it binds
+when one level's two phases are the bottleneck: trn3-ultraserver, 1 GiB, the
+sled switch links carry 4 chunks x 1,748 us, event 6,997 us, analytic 6,996 us (the flow
+shop alone: 6,111 us).
+
 The tree phase across nodes (top = tree)
 ----------------------------------------
 The event schedule (``_enter_tree``, ``_tree_up_done``, ``deliver`` in
@@ -168,9 +183,11 @@ divisible by the rate), and
 Otherwise the formula is a model:
 
 * RS_l and AG_l of a level use the same links: chunk j+1's RS_l queues behind
-  chunk j's AG_l (and TOP_RS / TOP_AG share the NICs).  The formula ignores
-  that overlap (optimistic): the event time is higher (measured +16% for
-  trn3-ultraserver x 4, 256 MiB, default knobs).
+  chunk j's AG_l (and TOP_RS / TOP_AG share the NICs).  The flow shop ignores
+  that, the shared-link bound counts the load but not the latencies and
+  reductions that interleave with it; where neither is tight the event time
+  is higher (2 x 4 ring chips, 4 chunks: +2.1%; 2 ring chips, 2 chunks whose
+  reductions sit between the transfers: +18%, both worked out in the tests).
 * Shared links (channels, chips on one NIC) are charged lambda x ser per step;
   in the event engine the sharers drift apart and overlap their latency and
   reductions with each other's transfers, so the event time is lower (up to
@@ -584,18 +601,26 @@ def _channels_per_link(level: LevelPlan, params: AlgorithmParams, c: int) -> int
     return level.share * c
 
 
-def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
-                   params: AlgorithmParams) -> tuple[list[int], list[int], int]:
-    """Per phase: time of one chunk through it and what each further chunk adds (ps); chunks that carry data.
+@dataclass(frozen=True)
+class PhaseCosts:
+    """What the analytic knows about each phase of a plan (ps, per chunk), and the chunks that carry data."""
 
-    The two lists differ only at the tree phase (fill and period); every other
-    phase takes a chunk at a time and adds its full time per chunk.
-    """
+    fill_ps: list[int]  # one chunk through the phase
+    period_ps: list[int]  # what each further chunk adds behind it (the fill, except for the tree)
+    busy_ps: list[int]  # how long the phase keeps its level's busiest directed link serializing
+    level: list[int]  # index into Plan.levels
+    last_hop_ps: list[int]  # latency after the phase's last message leaves that link
+    chunks: int
+
+
+def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
+                   params: AlgorithmParams) -> PhaseCosts:
+    """Per phase: time of one chunk through it, what each further chunk adds, its link load (module docstring)."""
     params = params.validate()
     n = cluster.chips
     total_count = effective_count(collective, count, n)
     if n == 1 or total_count == 0:
-        return [], [], 0
+        return PhaseCosts([], [], [], [], [], 0)
     plan = build_plan(cluster, collective, params)
     k = params.chunk_count(total_count * elem_bytes)
     c = params.channels
@@ -615,8 +640,7 @@ def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_by
         else:
             part.append(-(-held // lv.size))
             held = part[-1]
-    time_ps: list[int] = []
-    period_ps: list[int] = []
+    costs = PhaseCosts([], [], [], [], [], chunks)
     for ph in plan.phases:
         lv = plan.levels[ph.level]
         g, alpha, lam = lv.size, lv.alpha_ps, _channels_per_link(lv, params, c)
@@ -627,23 +651,50 @@ def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_by
                           tuple(serialization_ps(h * elem_bytes, lv.rate_Bps) for h in halves),
                           tuple(red(h * elem_bytes) for h in halves))
             t, m = tree_phase_ps(g, hop, streams=lam, reducers=c)
+            busy = 0  # the tree is the only phase on the NICs; its period counts their load
         else:
             bb = part[ph.level] * elem_bytes
+            ser = serialization_ps(bb, lv.rate_Bps)
             rs = ph.kind in (RING_RS, MESH_RS)
             if ph.kind in (MESH_RS, MESH_AG):
-                t = alpha + c * serialization_ps(bb, lv.rate_Bps) + ((g - 1) * c * red(bb) if rs else 0)
+                t = alpha + c * ser + ((g - 1) * c * red(bb) if rs else 0)
+                busy = c * ser  # one message per channel on each link to another unit
             else:
-                t = (g - 1) * (alpha + lam * serialization_ps(bb, lv.rate_Bps) + (c * red(bb) if rs else 0))
+                t = (g - 1) * (alpha + lam * ser + (c * red(bb) if rs else 0))
+                busy = (g - 1) * lam * ser
             m = t
-        time_ps.append(t)
-        period_ps.append(m)
-    return time_ps, period_ps, chunks
+        costs.fill_ps.append(t)
+        costs.period_ps.append(m)
+        costs.busy_ps.append(busy)
+        costs.level.append(ph.level)
+        costs.last_hop_ps.append(alpha)
+    return costs
+
+
+def shared_link_ps(costs: PhaseCosts) -> int:
+    """Lower bound from links that two phases share (RS_l and AG_l of one level), 0 if none.
+
+    Every chunk crosses such a link in both phases, so it serializes
+    chunks x (busy of both) in all; before the first chunk reaches it come the
+    phases in front of the first of them, after the last message its latency
+    and the phases behind the last of them.
+    """
+    bound = 0
+    for level in set(costs.level):
+        at = [p for p, lv in enumerate(costs.level) if lv == level]
+        if len(at) < 2:
+            continue
+        head = sum(costs.fill_ps[:at[0]])
+        tail = costs.last_hop_ps[at[-1]] + sum(costs.fill_ps[at[-1] + 1:])
+        bound = max(bound, head + costs.chunks * sum(costs.busy_ps[p] for p in at) + tail)
+    return bound
 
 
 def _fixed_top_time_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
                        params: AlgorithmParams) -> int:
-    stages, periods, chunks = phase_times_ps(cluster, collective, count, elem_bytes, params)
-    return cluster.topology.chip.launch_overhead_ps + pipeline_ps(stages, chunks, params.in_flight, periods)
+    costs = phase_times_ps(cluster, collective, count, elem_bytes, params)
+    flow_shop = pipeline_ps(costs.fill_ps, costs.chunks, params.in_flight, costs.period_ps)
+    return cluster.topology.chip.launch_overhead_ps + max(flow_shop, shared_link_ps(costs))
 
 
 def resolve_top(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
