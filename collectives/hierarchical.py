@@ -357,10 +357,13 @@ class TreeLayout:
 
     parent (2, n) and children (2, n, 2) as ``double_binary_tree`` (a node's
     children are a prefix of its row); nch (2, n) children per node; leaf
-    (2, n) nch == 0; root[t]; up_levels[t]: tree t's inner nodes grouped by
-    height 1, 2, ... (every child of a group lies in an earlier group or is a
-    leaf); down_levels[t]: all nodes grouped by depth (down_levels[t][0] holds
-    the root).  Built once per n (``tree_layout``), O(n).
+    (2, n) nch == 0; root[t].  ups[t]: tree t's inner nodes grouped by height
+    1, 2, ... (a group's children are leaves or in earlier groups), each as
+    (nodes, first child, second child or -1, parent in tree 0, parent in tree
+    1).  downs[t]: the inner nodes grouped by depth from the root, each as
+    (nodes, first children, nodes with a second child, second children).
+    Built once per n (``tree_layout``), O(n); the index arrays spare the
+    walks any fancy indexing of the (2, n, 2) table.
     """
 
     def __init__(self, n: int):
@@ -369,8 +372,8 @@ class TreeLayout:
         self.nch = (children >= 0).sum(axis=2)
         self.leaf = self.nch == 0
         self.root = tuple(int(np.flatnonzero(parent[t] < 0)[0]) for t in range(2))
-        self.up_levels: list[list[np.ndarray]] = []
-        self.down_levels: list[list[np.ndarray]] = []
+        self.ups: list[list[tuple[np.ndarray, ...]]] = []
+        self.downs: list[list[tuple[np.ndarray, ...]]] = []
         for t in range(2):
             levels = [np.array([self.root[t]], dtype=np.int64)]
             while True:
@@ -380,13 +383,29 @@ class TreeLayout:
                     break
                 levels.append(below)
             up_height = np.zeros(n, dtype=np.int64)
+            downs = []
+            for level in levels[:-1]:
+                inner = level[self.nch[t, level] > 0]
+                two = inner[children[t, inner, 1] >= 0]
+                downs.append((inner, children[t, inner, 0], two, children[t, two, 1]))
             for level in reversed(levels):  # deepest first: children's heights are known
                 inner = level[self.nch[t, level] > 0]
                 kids = children[t, inner]
                 up_height[inner] = np.where(kids >= 0, up_height[np.maximum(kids, 0)], -1).max(axis=1) + 1
             inner = np.flatnonzero(self.nch[t] > 0)
-            self.up_levels.append([inner[up_height[inner] == h] for h in range(1, int(up_height.max()) + 1)])
-            self.down_levels.append(levels)
+            ups = []
+            for h in range(1, int(up_height.max()) + 1):
+                nodes = inner[up_height[inner] == h]
+                ups.append((nodes, children[t, nodes, 0], children[t, nodes, 1], parent[0, nodes], parent[1, nodes]))
+            self.ups.append(ups)
+            self.downs.append(downs)
+
+    def down_levels(self, t: int) -> list[np.ndarray]:
+        """Tree t's nodes by depth, the root first (for tests)."""
+        levels = [np.array([self.root[t]], dtype=np.int64)]
+        for inner, first, _, second in self.downs[t]:
+            levels.append(np.concatenate((first, second)))
+        return levels
 
 
 @lru_cache(maxsize=16)
@@ -402,6 +421,9 @@ class TreeHop:
     last_ps: int  # latency of the path's last link (the receiver's NIC downlink)
     ser_ps: tuple[int, int]  # serialization of tree t's half; 0: the half is empty, tree t is idle
     red_ps: tuple[int, int]  # reduction of tree t's half
+
+
+_NEVER = np.iinfo(np.int64).min // 2
 
 
 def _tree_chunk(lay: TreeLayout, hop: TreeHop, entry: np.ndarray, up_free: np.ndarray,
@@ -425,21 +447,23 @@ def _tree_chunk(lay: TreeLayout, hop: TreeHop, entry: np.ndarray, up_free: np.nd
         if hop.ser_ps[t]:
             send[t] = np.where(lay.leaf[t], free, 0)
             free = np.where(lay.leaf[t], free + hop.ser_ps[t], free)
+    if prev_down is not None:
+        # the previous chunk's broadcasts on each node's downlink: head arrival and end of service
+        heads = [prev_down[t] - last - hop.ser_ps[t] if hop.ser_ps[t] else None for t in range(2)]
+        ends = prev_down - last
 
-    def behind_broadcasts(nodes: np.ndarray, head: np.ndarray, src: np.ndarray) -> np.ndarray:
+    def behind_broadcasts(nodes, parents, head, src):
         """End of the previous chunk's broadcasts on ``nodes``' downlinks that are ahead of a message
         whose head arrives at ``head`` from ``src`` (FIFO by head time, then source)."""
-        busy = np.full(nodes.size, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        busy = np.full(nodes.size, _NEVER, dtype=np.int64)
         if prev_down is None:
             return busy
         for t in range(2):
-            if not hop.ser_ps[t]:
+            if heads[t] is None:
                 continue
-            par = lay.parent[t, nodes]
-            arrived = prev_down[t, nodes]
-            bhead = arrived - last - hop.ser_ps[t]
+            par, bhead = parents[t], heads[t][nodes]
             ahead = (par >= 0) & ((bhead < head) | ((bhead == head) & (par < src)))
-            busy = np.where(ahead, np.maximum(busy, arrived - last), busy)
+            busy = np.where(ahead, np.maximum(busy, ends[t, nodes]), busy)
         return busy
 
     for t in range(2):
@@ -447,37 +471,37 @@ def _tree_chunk(lay: TreeLayout, hop: TreeHop, entry: np.ndarray, up_free: np.nd
         if not s:
             done[t] = entry  # an empty half is finished on entry
             continue
-        for nodes in lay.up_levels[t]:
-            kid0, kid1 = lay.children[t, nodes, 0], lay.children[t, nodes, 1]
+        send_t, done_t = send[t], done[t]  # views: 1-D indexing below
+        for nodes, kid0, kid1, par0, par1 in lay.ups[t]:
             two = kid1 >= 0
-            u0 = send[t, kid0]
-            u1 = np.where(two, send[t, np.maximum(kid1, 0)], u0)
+            u0 = send_t[kid0]
+            u1 = np.where(two, send_t[np.maximum(kid1, 0)], u0)
             swap = two & ((u1 < u0) | ((u1 == u0) & (kid1 < kid0)))  # served in order of head arrival
             ua, ca = np.where(swap, u1, u0), np.where(swap, kid1, kid0)
             ub, cb = np.where(swap, u0, u1), np.where(swap, kid0, kid1)
             # the parent's downlink serves its children one after the other (sibling FIFO)
-            end_a = np.maximum(ua + first, behind_broadcasts(nodes, ua + first, ca)) + s
-            end_b = np.maximum(np.maximum(ub + first, behind_broadcasts(nodes, ub + first, cb)), end_a) + s
+            parents = (par0, par1)
+            end_a = np.maximum(ua + first, behind_broadcasts(nodes, parents, ua + first, ca)) + s
+            end_b = np.maximum(np.maximum(ub + first, behind_broadcasts(nodes, parents, ub + first, cb)), end_a) + s
             # one reduction unit, in arrival order, not before the node entered
             ready = np.maximum(end_a + last, entry[nodes]) + r
             ready = np.where(two, np.maximum(end_b + last, ready) + r, ready)
-            done[t, nodes] = ready  # final for the root only; others are overwritten going down
-            send[t, nodes] = np.maximum(ready, free[nodes])
+            done_t[nodes] = ready  # final for the root only; others are overwritten going down
+            send_t[nodes] = np.maximum(ready, free[nodes])
         # down: the root broadcasts, every node forwards on arrival, children in order on its uplink
         start = np.zeros(n, dtype=np.int64)
         root = lay.root[t]
-        start[root] = send[t, root]
-        for level in lay.down_levels[t][:-1]:
-            inner = level[lay.nch[t, level] > 0]
-            for i in range(2):
-                has = lay.children[t, inner, i] >= 0
-                kids = lay.children[t, inner[has], i]
-                done[t, kids] = start[inner[has]] + hop.alpha_ps + (i + 1) * s
-                start[kids] = done[t, kids]
+        start[root] = send_t[root]
+        for inner, kid0, two, kid1 in lay.downs[t]:
+            done_t[kid0] = start[inner] + hop.alpha_ps + s
+            done_t[kid1] = start[two] + hop.alpha_ps + 2 * s
+            start[kid0] = done_t[kid0]
+            start[kid1] = done_t[kid1]
         free = np.where(lay.leaf[t], free, np.maximum(free, start + lay.nch[t] * s))
     return done.max(axis=0), free, done
 
 
+@lru_cache(maxsize=256)
 def tree_phase_ps(nodes: int, hop: TreeHop, streams: int = 1, reducers: int = 1) -> tuple[int, int]:
     """(fill, period) of the tree phase across ``nodes`` nodes (module docstring, "The tree phase").
 

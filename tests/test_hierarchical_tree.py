@@ -27,20 +27,23 @@ def test_tree_layout_groups_levels(n):
     lay = tree_layout(n)
     parent, children, height = double_binary_tree(n)
     for t in range(2):
-        # down_levels: every node once, each level the children of the one before
-        flat = np.concatenate(lay.down_levels[t])
-        assert sorted(flat.tolist()) == list(range(n))
-        assert lay.down_levels[t][0].tolist() == [lay.root[t]]
-        for above, level in zip(lay.down_levels[t], lay.down_levels[t][1:]):
+        # by depth: every node once, each level the children of the one before
+        down = lay.down_levels(t)
+        assert sorted(np.concatenate(down).tolist()) == list(range(n))
+        assert down[0].tolist() == [lay.root[t]]
+        for above, level in zip(down, down[1:]):
             assert set(parent[t, level].tolist()) <= set(above.tolist())
-        assert len(lay.down_levels[t]) - 1 <= height
-        # up_levels: every inner node once, after all its inner children
+        assert len(down) - 1 <= height
+        # by height: every inner node once, after all its inner children; children as in the table
         seen = set()
-        for group in lay.up_levels[t]:
-            for x in group.tolist():
+        for nodes, first, second, par0, par1 in lay.ups[t]:
+            assert first.tolist() == children[t, nodes, 0].tolist()
+            assert second.tolist() == children[t, nodes, 1].tolist()
+            assert par0.tolist() == parent[0, nodes].tolist() and par1.tolist() == parent[1, nodes].tolist()
+            for x in nodes.tolist():
                 for c in children[t, x]:
                     assert c < 0 or lay.leaf[t, c] or c in seen
-            seen |= set(group.tolist())
+            seen |= set(nodes.tolist())
         assert seen == set(np.flatnonzero(lay.nch[t] > 0).tolist())
 
 
