@@ -103,8 +103,8 @@ both phases, so
 and the analytic is the larger of this and the flow shop.  It never binds for
 one chunk, nor for reduce_scatter / all_gather (one phase per level); it binds
 when one level's two phases are the bottleneck: trn3-ultraserver, 1 GiB, the
-sled switch links carry 4 chunks x 1,748 us, event 6,997 us, analytic 6,996 us (the flow
-shop alone: 6,111 us).
+sled switch links carry 4 chunks x 1,748 us: event 6,997 us, analytic 6,996
+us (the flow shop alone: 6,111 us).
 
 The tree phase across nodes (top = tree)
 ----------------------------------------
@@ -125,8 +125,10 @@ red(h_t e), alpha = NIC latency, alpha_d = its downlink's share:
 
     leaf x:   sends at max(entry_x, uplink free)           (tree 0 before tree 1)
     inner x:  children served by x's downlink in order of send time (then
-              node id): a_1 = u_1 + alpha + s_t, a_2 = max(u_2 + alpha, a_1) + s_t;
-              ready_x = max(a_1, entry_x) + r_t, then max(a_2, ready_x) + r_t
+              node id): a_1 = u_1 + alpha + s_t, a_2 = max(u_2 + alpha, a_1) + s_t
+              (each also behind broadcasts of the previous chunk that reached
+              the downlink first); ready_x = max(a_1, entry_x) + r_t, then
+              max(a_2, ready_x) + r_t; it sends up when its uplink is free
     down:     child i (0, 1) of x gets it at start_x + alpha + (i + 1) s_t
               (x's uplink sends to its children one after the other);
               start = the root's ready time, or the arrival at x
@@ -143,11 +145,13 @@ So the cost follows the real trees: every level of an in-order tree charges
 the second sibling's s_t only where a node has two children, and the down
 path charges the (i + 1)-th child's position.  The old closed form charged D
 levels of f = 2 children (D = height of the taller tree) each way, each of
-f lambda ser; D = floor(log2 N) for all N in [2^p, 2^(p+1) - 1], so it was the
-same for 4,096 and 7,282 trn3 UltraServers (589,824 and 1,048,608 chips),
-charged the root two children at N = 4,096 where it has one, the down path
-four messages per level where the second child waits for one, and lambda
-(channels) on every hop; at trn2 x 1,024, 1 GiB it was 1.95x the event time.
+f lambda ser and no period below the fill.  D = floor(log2 N) for every N in
+[2^p, 2^(p+1) - 1], so it gave the same 11,314 us for 4,096 and 7,282 trn3
+UltraServers (589,824 and 1,048,608 chips) although the root has one child at
+4,096 and two at 7,282; and it charged every hop all lambda streams' messages
+(f lambda = 4 with two channels) where the streams follow each other and a
+hop costs one or two messages: at trn2 x 1,024, 1 GiB it was 1.95x the event
+time.
 
 Several streams (lambda = chips_per_nic x C' > 1) send the same pattern
 through every NIC at once and follow each other: the second stream's halves
@@ -194,16 +198,18 @@ Otherwise the formula is a model:
   26% lower with two channels on a switch level).
 * Tree, one stream: the walk leaves out the waits it does not list above (two
   broadcasts reaching a node together; a broadcast overtaken by the next
-  chunk's up message).  With one or two chunks the event time is never lower;
-  measured event / analytic over nodes of one chip, N = 2..3000, k = 1..4,
-  alpha / s from 0.004 to 3.75: 0.97..1.05.
+  chunk's up message).  Measured event / analytic over nodes of one chip,
+  N = 2..3000, k = 1..4, alpha / s from 0.004 to 3.75: 0.97..1.05, and never
+  below 1 with one or two chunks.
 * Tree, several streams: exact for two streams and one chunk on N = 4, 16,
   64, 256, 1024 when s_0 >> alpha; otherwise the streams drift apart and
   collide in ways that depend on N.  Measured event / analytic over nodes of
   one chip, alpha / s from 0.04 to 3.75, k = 1..4: two streams 0.98..1.08 for
   N >= 64 (0.90..1.13 below), four streams 0.97..1.15 for N >= 64 (0.82..1.31
-  below); on the trn1 (four streams), trn2 presets, 64..4096 nodes, 64 MiB
-  and 1 GiB: 0.98..1.05.
+  below); on the trn1 (four streams) and trn2 presets, 64..4096 nodes, 64 MiB
+  and 1 GiB: 0.98..1.05.  trn3-ultraserver, 1 GiB: 1.00 at 64..1024
+  UltraServers, 0.97 at 4096 and 7282: the event hides the EFA tree under the
+  scale-up phases, the flow shop lets its period show.
 """
 from __future__ import annotations
 
