@@ -79,48 +79,142 @@ Each chip reduces for all its channels: C' reductions per step.
     mesh AG_l:   alpha_l + C' ser(b_l e, B_l)
     TOP_RS:      (N - 1) (alpha + lambda ser(b e, B) + C' red(b e))
     TOP_AG:      (N - 1) (alpha + lambda ser(b e, B))
-    TREE:        D (alpha + f lambda ser(h e, B) + f C' red(h e)) + D (alpha + f lambda ser(h e, B))
-                 D = height of the taller tree, f = 1 when N = 2 else 2 (children per parent)
+    TREE:        fill and period of the walk below (``tree_phase_ps``)
 
-With t_p the time of one chunk through phase p, Sigma = sum_p t_p, M = max_p t_p,
-k' chunks that carry data and F = in_flight, the pipeline is a flow shop with
-a window of F chunks (``pipeline_ps``):
+With t_p the time of one chunk through phase p and m_p what each further chunk
+adds behind it (m_p = t_p except for the tree), Sigma = sum_p t_p, M = max_p
+m_p, k' chunks that carry data and F = in_flight, the pipeline is a flow shop
+with a window of F chunks (``pipeline_ps``):
 
     T = launch + Sigma + q max(Sigma, F M) + r M,   (q, r) = divmod(k' - 1, F)
 
 i.e. launch + Sigma + (k' - 1) M whenever the window does not bind (F M >=
 Sigma).  Count 0 (or one chip): T = launch.
 
+Links two phases share (``shared_link_ps``).  RS_l and AG_l of a level (and
+TOP_RS and TOP_AG on the NICs) send over the same directed links; per chunk a
+ring phase keeps the busiest of them serializing busy_p = (g_l - 1) lambda_l
+ser(b_l e, B_l) (a mesh phase C' ser(b_l e, B_l)).  Every chunk crosses it in
+both phases, so
+
+    T >= launch + (fills of the phases before RS_l) + k' (busy_RS_l + busy_AG_l)
+                + alpha_l + (fills of the phases after AG_l)
+
+and the analytic is the larger of this and the flow shop.  It never binds for
+one chunk, nor for reduce_scatter / all_gather (one phase per level); it binds
+when one level's two phases are the bottleneck: trn3-ultraserver, 1 GiB, the
+sled switch links carry 4 chunks x 1,748 us: event 6,997 us, analytic 6,996
+us (the flow shop alone: 6,111 us).
+
+The tree phase across nodes (top = tree)
+----------------------------------------
+The event schedule (``_enter_tree``, ``_tree_up_done``, ``deliver`` in
+_hierarchical.pyx), per chip position and channel, on the two trees of
+``double_binary_tree`` (tree t carries half t, h_t = split_counts(c_top, 2)[t]):
+a leaf sends its half up on entering the phase; an inner node reduces each
+child's half as it arrives (one reduction unit, FIFO, not before it entered)
+and sends up after the last; the root broadcasts and every node forwards the
+broadcast to its children on arrival, in children order; a node has finished
+the phase when both trees are done there, and only then takes the next chunk
+of that channel into the phase.  Every message crosses the sender's NIC
+uplink and the receiver's NIC downlink (cut-through, FIFO by head arrival).
+
+``_tree_chunk`` times one chunk of one stream node by node, a whole tree level
+at a time (O(N) from ``tree_layout``), with s_t = ser(h_t e, B), r_t =
+red(h_t e), alpha = NIC latency, alpha_d = its downlink's share:
+
+    leaf x:   sends at max(entry_x, uplink free)           (tree 0 before tree 1)
+    inner x:  children served by x's downlink in order of send time (then
+              node id): a_1 = u_1 + alpha + s_t, a_2 = max(u_2 + alpha, a_1) + s_t
+              (each also behind broadcasts of the previous chunk that reached
+              the downlink first); ready_x = max(a_1, entry_x) + r_t, then
+              max(a_2, ready_x) + r_t; it sends up when its uplink is free
+    down:     child i (0, 1) of x gets it at start_x + alpha + (i + 1) s_t
+              (x's uplink sends to its children one after the other);
+              start = the root's ready time, or the arrival at x
+    done_x  = max over both trees (the root of t: its ready time in t)
+
+fill = max_x done_x with every node entering at 0.  The period is what a
+second chunk adds when every node enters it on finishing the first (entry_x =
+done_x): its leaves' up messages queue behind their own broadcasts of the
+first chunk on the uplink, and behind the first chunk's broadcasts that reach
+the parent's downlink first.  With one stream the period repeats from the
+second chunk on (observed for N <= 2048).
+
+So the cost follows the real trees: every level of an in-order tree charges
+the second sibling's s_t only where a node has two children, and the down
+path charges the (i + 1)-th child's position.  The old closed form charged D
+levels of f = 2 children (D = height of the taller tree) each way, each of
+f lambda ser and no period below the fill.  D = floor(log2 N) for every N in
+[2^p, 2^(p+1) - 1], so it gave the same 11,314 us for 4,096 and 7,282 trn3
+UltraServers (589,824 and 1,048,608 chips) although the root has one child at
+4,096 and two at 7,282; and it charged every hop all lambda streams' messages
+(f lambda = 4 with two channels) where the streams follow each other and a
+hop costs one or two messages: at trn2 x 1,024, 1 GiB it was 1.95x the event
+time.
+
+Several streams (lambda = chips_per_nic x C' > 1) send the same pattern
+through every NIC at once and follow each other: the second stream's halves
+queue behind the first's at the first parent (g = the busiest sibling group,
+max_x,t children_t(x) s_t = 2 s_0), and at the root's child the first
+stream's broadcast waits behind the second stream's halves (s_0 - 2 alpha -
+r_0 when positive).  The model adds that lag per further stream to the fill
+and to the period (or, when reductions weigh more, the C' channels' work on
+one reduction unit, (C' - 1) max_x sum_t children_t(x) r_t):
+
+    fill_lambda   = fill_1 + (lambda - 1) (g + max(0, s_0 - 2 alpha - r_0))
+    period_lambda = period_1 + (lambda - 1) (g + max(0, s_0 - 2 alpha - r_0))
+
 When analytic == event
 ----------------------
 To the picosecond when C = 1, every split is even (equal parts at every
-level), no NIC is shared (chips_per_nic = 1, or N = 1), top = ring or N = 2,
-rings close with one link (not a torus whose dimensions are all odd), the
-scale-out network is non-blocking, strided runs in data fidelity serialize in
-whole ps (b 1e12 divisible by the rate), and
+level), no NIC is shared (chips_per_nic = 1, or N = 1), rings close with one
+link (not a torus whose dimensions are all odd), the scale-out network is
+non-blocking, strided runs in data fidelity serialize in whole ps (b 1e12
+divisible by the rate), and
 
-* one chunk carries data (k' = 1), for every collective; or
+* one chunk carries data (k' = 1), for every collective, with top = ring, or
+  top = tree when the two trees' broadcasts never reach a node within one
+  message time of each other (N = 2..13, 15..31, 64, 127, 255, 256, 4096 and
+  most others below 70; tests/test_hierarchical_tree.py lists them); or
 * all_gather with any k and in_flight: its phases use disjoint links and never
   reduce, so the event schedule is exactly the flow shop;
 * reduce_scatter with any k, as long as two phases never reduce on a chip at
-  the same time (the chip's one reduction unit is shared, FIFO).
+  the same time (the chip's one reduction unit is shared, FIFO);
+* all_reduce over nodes of one chip each (no scale-up level), top = tree, with
+  any k for most of the N above (the period repeats; not for N = 13).
 
 Otherwise the formula is a model:
 
 * RS_l and AG_l of a level use the same links: chunk j+1's RS_l queues behind
-  chunk j's AG_l (and TOP_RS / TOP_AG share the NICs).  The formula ignores
-  that overlap (optimistic): the event time is higher (measured +16% for
-  trn3-ultraserver x 4, 256 MiB, default knobs).
+  chunk j's AG_l (and TOP_RS / TOP_AG share the NICs).  The flow shop ignores
+  that, the shared-link bound counts the load but not the latencies and
+  reductions that interleave with it; where neither is tight the event time
+  is higher (2 x 4 ring chips, 4 chunks: +2.1%; 2 ring chips, 2 chunks whose
+  reductions sit between the transfers: +18%, both worked out in the tests).
 * Shared links (channels, chips on one NIC) are charged lambda x ser per step;
   in the event engine the sharers drift apart and overlap their latency and
   reductions with each other's transfers, so the event time is lower (up to
   26% lower with two channels on a switch level).
-* The tree formula charges every level two children (f = 2); real in-order
-  trees are thinner near the root and the event time is lower.
+* Tree, one stream: the walk leaves out the waits it does not list above (two
+  broadcasts reaching a node together; a broadcast overtaken by the next
+  chunk's up message).  Measured event / analytic over nodes of one chip,
+  N = 2..3000, k = 1..4, alpha / s from 0.004 to 3.75: 0.97..1.05, and never
+  below 1 with one or two chunks.
+* Tree, several streams: exact for two streams and one chunk on N = 4, 16,
+  64, 256, 1024 when s_0 >> alpha; otherwise the streams drift apart and
+  collide in ways that depend on N.  Measured event / analytic over nodes of
+  one chip, alpha / s from 0.04 to 3.75, k = 1..4: two streams 0.98..1.08 for
+  N >= 64 (0.90..1.13 below), four streams 0.97..1.15 for N >= 64 (0.82..1.31
+  below); on the trn1 (four streams) and trn2 presets, 64..4096 nodes, 64 MiB
+  and 1 GiB: 0.98..1.05.  trn3-ultraserver, 1 GiB: 1.00 at 64..1024
+  UltraServers, 0.97 at 4096 and 7282: the event hides the EFA tree under the
+  scale-up phases, the flow shop lets its period show.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -261,6 +355,185 @@ def double_binary_tree(n: int) -> tuple[np.ndarray, np.ndarray, int]:
     return parent, children, height
 
 
+# --- the tree phase across nodes: walks over the real tree shapes ------------------------
+
+
+class TreeLayout:
+    """``double_binary_tree(n)`` arranged for walks that treat a whole level of a tree at once.
+
+    parent (2, n) and children (2, n, 2) as ``double_binary_tree`` (a node's
+    children are a prefix of its row); nch (2, n) children per node; leaf
+    (2, n) nch == 0; root[t].  ups[t]: tree t's inner nodes grouped by height
+    1, 2, ... (a group's children are leaves or in earlier groups), each as
+    (nodes, first child, second child or -1, parent in tree 0, parent in tree
+    1).  downs[t]: the inner nodes grouped by depth from the root, each as
+    (nodes, first children, nodes with a second child, second children).
+    Built once per n (``tree_layout``), O(n); the index arrays spare the
+    walks any fancy indexing of the (2, n, 2) table.
+    """
+
+    def __init__(self, n: int):
+        parent, children, height = double_binary_tree(n)
+        self.n, self.parent, self.children, self.height = n, parent, children, height
+        self.nch = (children >= 0).sum(axis=2)
+        self.leaf = self.nch == 0
+        self.root = tuple(int(np.flatnonzero(parent[t] < 0)[0]) for t in range(2))
+        self.ups: list[list[tuple[np.ndarray, ...]]] = []
+        self.downs: list[list[tuple[np.ndarray, ...]]] = []
+        for t in range(2):
+            levels = [np.array([self.root[t]], dtype=np.int64)]
+            while True:
+                below = children[t, levels[-1]].reshape(-1)
+                below = below[below >= 0]
+                if below.size == 0:
+                    break
+                levels.append(below)
+            up_height = np.zeros(n, dtype=np.int64)
+            downs = []
+            for level in levels[:-1]:
+                inner = level[self.nch[t, level] > 0]
+                two = inner[children[t, inner, 1] >= 0]
+                downs.append((inner, children[t, inner, 0], two, children[t, two, 1]))
+            for level in reversed(levels):  # deepest first: children's heights are known
+                inner = level[self.nch[t, level] > 0]
+                kids = children[t, inner]
+                up_height[inner] = np.where(kids >= 0, up_height[np.maximum(kids, 0)], -1).max(axis=1) + 1
+            inner = np.flatnonzero(self.nch[t] > 0)
+            ups = []
+            for h in range(1, int(up_height.max()) + 1):
+                nodes = inner[up_height[inner] == h]
+                ups.append((nodes, children[t, nodes, 0], children[t, nodes, 1], parent[0, nodes], parent[1, nodes]))
+            self.ups.append(ups)
+            self.downs.append(downs)
+
+    def down_levels(self, t: int) -> list[np.ndarray]:
+        """Tree t's nodes by depth, the root first (for tests)."""
+        levels = [np.array([self.root[t]], dtype=np.int64)]
+        for inner, first, _, second in self.downs[t]:
+            levels.append(np.concatenate((first, second)))
+        return levels
+
+
+@lru_cache(maxsize=16)
+def tree_layout(n: int) -> TreeLayout:
+    return TreeLayout(n)
+
+
+@dataclass(frozen=True)
+class TreeHop:
+    """Costs of one stream's messages between two nodes' chips (no other traffic on the way)."""
+
+    alpha_ps: int  # path latency, sender's NIC uplink to receiver's NIC downlink
+    last_ps: int  # latency of the path's last link (the receiver's NIC downlink)
+    ser_ps: tuple[int, int]  # serialization of tree t's half; 0: the half is empty, tree t is idle
+    red_ps: tuple[int, int]  # reduction of tree t's half
+
+
+_NEVER = np.iinfo(np.int64).min // 2
+
+
+def _tree_chunk(lay: TreeLayout, hop: TreeHop, entry: np.ndarray, up_free: np.ndarray,
+                prev_down: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of one stream through both trees, as the event schedule runs it (module docstring).
+
+    entry: when each node enters the phase; up_free: when its NIC uplink is
+    free of the previous chunk; prev_down (2, n): when the previous chunk's
+    broadcasts reached each node (None for the first chunk).  Returns the
+    time each node finishes the phase (both trees done), its uplink free time
+    afterwards, and done per tree (2, n).
+    """
+    n = lay.n
+    first = hop.alpha_ps - hop.last_ps  # a message's head reaches the receiver's downlink this long after it starts
+    last = hop.last_ps
+    send = np.zeros((2, n), dtype=np.int64)  # start on the sender's uplink: up message, or a root's broadcast
+    done = np.empty((2, n), dtype=np.int64)
+    # leaves send their half on entry, tree 0 before tree 1 (a leaf of both sends both)
+    free = np.maximum(entry, up_free)
+    for t in range(2):
+        if hop.ser_ps[t]:
+            send[t] = np.where(lay.leaf[t], free, 0)
+            free = np.where(lay.leaf[t], free + hop.ser_ps[t], free)
+    if prev_down is not None:
+        # the previous chunk's broadcasts on each node's downlink: head arrival and end of service
+        heads = [prev_down[t] - last - hop.ser_ps[t] if hop.ser_ps[t] else None for t in range(2)]
+        ends = prev_down - last
+
+    def behind_broadcasts(nodes, parents, head, src):
+        """End of the previous chunk's broadcasts on ``nodes``' downlinks that are ahead of a message
+        whose head arrives at ``head`` from ``src`` (FIFO by head time, then source)."""
+        busy = np.full(nodes.size, _NEVER, dtype=np.int64)
+        if prev_down is None:
+            return busy
+        for t in range(2):
+            if heads[t] is None:
+                continue
+            par, bhead = parents[t], heads[t][nodes]
+            ahead = (par >= 0) & ((bhead < head) | ((bhead == head) & (par < src)))
+            busy = np.where(ahead, np.maximum(busy, ends[t, nodes]), busy)
+        return busy
+
+    for t in range(2):
+        s, r = hop.ser_ps[t], hop.red_ps[t]
+        if not s:
+            done[t] = entry  # an empty half is finished on entry
+            continue
+        send_t, done_t = send[t], done[t]  # views: 1-D indexing below
+        for nodes, kid0, kid1, par0, par1 in lay.ups[t]:
+            two = kid1 >= 0
+            u0 = send_t[kid0]
+            u1 = np.where(two, send_t[np.maximum(kid1, 0)], u0)
+            swap = two & ((u1 < u0) | ((u1 == u0) & (kid1 < kid0)))  # served in order of head arrival
+            ua, ca = np.where(swap, u1, u0), np.where(swap, kid1, kid0)
+            ub, cb = np.where(swap, u0, u1), np.where(swap, kid0, kid1)
+            # the parent's downlink serves its children one after the other (sibling FIFO)
+            parents = (par0, par1)
+            end_a = np.maximum(ua + first, behind_broadcasts(nodes, parents, ua + first, ca)) + s
+            end_b = np.maximum(np.maximum(ub + first, behind_broadcasts(nodes, parents, ub + first, cb)), end_a) + s
+            # one reduction unit, in arrival order, not before the node entered
+            ready = np.maximum(end_a + last, entry[nodes]) + r
+            ready = np.where(two, np.maximum(end_b + last, ready) + r, ready)
+            done_t[nodes] = ready  # final for the root only; others are overwritten going down
+            send_t[nodes] = np.maximum(ready, free[nodes])
+        # down: the root broadcasts, every node forwards on arrival, children in order on its uplink
+        start = np.zeros(n, dtype=np.int64)
+        root = lay.root[t]
+        start[root] = send_t[root]
+        for inner, kid0, two, kid1 in lay.downs[t]:
+            done_t[kid0] = start[inner] + hop.alpha_ps + s
+            done_t[kid1] = start[two] + hop.alpha_ps + 2 * s
+            start[kid0] = done_t[kid0]
+            start[kid1] = done_t[kid1]
+        free = np.where(lay.leaf[t], free, np.maximum(free, start + lay.nch[t] * s))
+    return done.max(axis=0), free, done
+
+
+@lru_cache(maxsize=256)
+def tree_phase_ps(nodes: int, hop: TreeHop, streams: int = 1, reducers: int = 1) -> tuple[int, int]:
+    """(fill, period) of the tree phase across ``nodes`` nodes (module docstring, "The tree phase").
+
+    fill: one chunk, every node entering at 0.  period: the time a further
+    chunk adds when each node enters it as soon as it finished the previous
+    one.  ``streams`` share every NIC link (channels x chips per NIC),
+    ``reducers`` every reduction unit (channels).
+    """
+    lay = tree_layout(nodes)
+    zero = np.zeros(nodes, dtype=np.int64)
+    done0, free, down0 = _tree_chunk(lay, hop, zero, zero, None)
+    done1, _, _ = _tree_chunk(lay, hop, done0, free, down0)
+    fill = int(done0.max())
+    period = int(done1.max()) - fill
+    if streams <= 1 and reducers <= 1:
+        return fill, period
+    ser = np.array(hop.ser_ps, dtype=np.int64)[:, None]
+    red = np.array(hop.red_ps, dtype=np.int64)[:, None]
+    sibling = int((lay.nch * ser).max())  # one stream's busiest sibling group on a parent's downlink
+    # at the root's child the leading stream's broadcast waits behind the next stream's halves
+    turn = max(0, hop.ser_ps[0] - 2 * hop.alpha_ps - hop.red_ps[0])
+    unit = int((lay.nch * red).sum(axis=0).max())  # one stream's busiest reduction unit
+    extra = max((streams - 1) * (sibling + turn), (reducers - 1) * unit)
+    return fill + extra, period + extra
+
+
 # --- the plan --------------------------------------------------------------------
 
 
@@ -326,19 +599,25 @@ def build_plan(cluster: Cluster, collective: Collective, params: AlgorithmParams
 # --- analytic ----------------------------------------------------------------------
 
 
-def pipeline_ps(stage_ps: list[int], chunks: int, in_flight: int) -> int:
+def pipeline_ps(stage_ps: list[int], chunks: int, in_flight: int, period_ps: list[int] | None = None) -> int:
     """Flow shop: ``chunks`` identical chunks through the stages, each stage one chunk at a time.
 
-    Chunk j finishes stage p at C(j, p) = max(C(j, p-1), C(j-1, p)) + t_p, and
-    chunk j may only start once chunk j - in_flight has left the last stage.
-    The longest path of this max-plus recurrence walks the slowest stage (M =
-    max t_p per chunk) or jumps a window (Sigma = sum t_p per in_flight
-    chunks), whichever is longer: Sigma + q max(Sigma, F M) + r M with
-    q, r = divmod(chunks - 1, F).
+    Chunk j finishes stage p at C(j, p) = max(C(j, p-1) + t_p, C(j-1, p) + m_p)
+    and chunk j may only start once chunk j - in_flight has left the last
+    stage; t_p is the time of a chunk through stage p, m_p (``period_ps``,
+    default t_p) what it adds behind the previous chunk (less than t_p for the
+    tree, whose chunks overlap).  The longest path of this max-plus recurrence
+    walks the slowest stage (M = max m_p per chunk) or jumps a window (Sigma =
+    sum t_p per in_flight chunks), whichever is longer: Sigma + q max(Sigma,
+    F M) + r M with q, r = divmod(chunks - 1, F).  With a single stage the
+    window never binds (a chip takes chunk j + F into the stage when chunk j
+    has left it, which chunk j + 1 already waits for): t + (chunks - 1) m.
     """
     if chunks <= 0 or not stage_ps:
         return 0
-    total, worst = sum(stage_ps), max(stage_ps)
+    total, worst = sum(stage_ps), max(stage_ps if period_ps is None else period_ps)
+    if len(stage_ps) == 1:
+        return total + (chunks - 1) * worst
     q, r = divmod(chunks - 1, in_flight)
     return total + q * max(total, in_flight * worst) + r * worst
 
@@ -352,14 +631,26 @@ def _channels_per_link(level: LevelPlan, params: AlgorithmParams, c: int) -> int
     return level.share * c
 
 
+@dataclass(frozen=True)
+class PhaseCosts:
+    """What the analytic knows about each phase of a plan (ps, per chunk), and the chunks that carry data."""
+
+    fill_ps: list[int]  # one chunk through the phase
+    period_ps: list[int]  # what each further chunk adds behind it (the fill, except for the tree)
+    busy_ps: list[int]  # how long the phase keeps its level's busiest directed link serializing
+    level: list[int]  # index into Plan.levels
+    last_hop_ps: list[int]  # latency after the phase's last message leaves that link
+    chunks: int
+
+
 def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
-                   params: AlgorithmParams) -> tuple[list[int], int]:
-    """Time of one chunk through each phase (ps), and how many chunks carry data."""
+                   params: AlgorithmParams) -> PhaseCosts:
+    """Per phase: time of one chunk through it, what each further chunk adds, its link load (module docstring)."""
     params = params.validate()
     n = cluster.chips
     total_count = effective_count(collective, count, n)
     if n == 1 or total_count == 0:
-        return [], 0
+        return PhaseCosts([], [], [], [], [], 0)
     plan = build_plan(cluster, collective, params)
     k = params.chunk_count(total_count * elem_bytes)
     c = params.channels
@@ -379,32 +670,61 @@ def phase_times_ps(cluster: Cluster, collective: Collective, count: int, elem_by
         else:
             part.append(-(-held // lv.size))
             held = part[-1]
-    time_ps: list[int] = []
+    costs = PhaseCosts([], [], [], [], [], chunks)
     for ph in plan.phases:
         lv = plan.levels[ph.level]
         g, alpha, lam = lv.size, lv.alpha_ps, _channels_per_link(lv, params, c)
         if ph.kind == TREE_AR:
-            _, _, height = double_binary_tree(g)
-            fan = 1 if g == 2 else 2
             held_top = piece if plan.scale_up == 0 else part[plan.scale_up - 1]
-            hb = -(-held_top // 2) * elem_bytes
-            s = fan * lam * serialization_ps(hb, lv.rate_Bps)
-            t = height * (alpha + s + fan * c * red(hb)) + height * (alpha + s)
+            halves = (held_top - held_top // 2, held_top // 2)  # split_counts(held_top, 2)
+            hop = TreeHop(alpha, cluster.group_named("nic_down").spec.latency_ps,
+                          tuple(serialization_ps(h * elem_bytes, lv.rate_Bps) for h in halves),
+                          tuple(red(h * elem_bytes) for h in halves))
+            t, m = tree_phase_ps(g, hop, streams=lam, reducers=c)
+            busy = 0  # the tree is the only phase on the NICs; its period counts their load
         else:
             bb = part[ph.level] * elem_bytes
+            ser = serialization_ps(bb, lv.rate_Bps)
             rs = ph.kind in (RING_RS, MESH_RS)
             if ph.kind in (MESH_RS, MESH_AG):
-                t = alpha + c * serialization_ps(bb, lv.rate_Bps) + ((g - 1) * c * red(bb) if rs else 0)
+                t = alpha + c * ser + ((g - 1) * c * red(bb) if rs else 0)
+                busy = c * ser  # one message per channel on each link to another unit
             else:
-                t = (g - 1) * (alpha + lam * serialization_ps(bb, lv.rate_Bps) + (c * red(bb) if rs else 0))
-        time_ps.append(t)
-    return time_ps, chunks
+                t = (g - 1) * (alpha + lam * ser + (c * red(bb) if rs else 0))
+                busy = (g - 1) * lam * ser
+            m = t
+        costs.fill_ps.append(t)
+        costs.period_ps.append(m)
+        costs.busy_ps.append(busy)
+        costs.level.append(ph.level)
+        costs.last_hop_ps.append(alpha)
+    return costs
+
+
+def shared_link_ps(costs: PhaseCosts) -> int:
+    """Lower bound from links that two phases share (RS_l and AG_l of one level), 0 if none.
+
+    Every chunk crosses such a link in both phases, so it serializes
+    chunks x (busy of both) in all; before the first chunk reaches it come the
+    phases in front of the first of them, after the last message its latency
+    and the phases behind the last of them.
+    """
+    bound = 0
+    for level in set(costs.level):
+        at = [p for p, lv in enumerate(costs.level) if lv == level]
+        if len(at) < 2:
+            continue
+        head = sum(costs.fill_ps[:at[0]])
+        tail = costs.last_hop_ps[at[-1]] + sum(costs.fill_ps[at[-1] + 1:])
+        bound = max(bound, head + costs.chunks * sum(costs.busy_ps[p] for p in at) + tail)
+    return bound
 
 
 def _fixed_top_time_ps(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
                        params: AlgorithmParams) -> int:
-    stages, chunks = phase_times_ps(cluster, collective, count, elem_bytes, params)
-    return cluster.topology.chip.launch_overhead_ps + pipeline_ps(stages, chunks, params.in_flight)
+    costs = phase_times_ps(cluster, collective, count, elem_bytes, params)
+    flow_shop = pipeline_ps(costs.fill_ps, costs.chunks, params.in_flight, costs.period_ps)
+    return cluster.topology.chip.launch_overhead_ps + max(flow_shop, shared_link_ps(costs))
 
 
 def resolve_top(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,

@@ -49,7 +49,8 @@ _FLOAT_COLUMNS = ("time_us", "algbw_GBps", "busbw_GBps", "wall_s", "scaleup_GBps
 FIGSIZE = (11.0, 3.7)
 DPI = 100
 
-matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10})
+matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "collsim", "font.size": 9, "axes.titlesize": 10})
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 # --- the table ----------------------------------------------------------------------
 
@@ -358,8 +359,9 @@ def save(figures: dict[str, Figure], out_dir: str | Path, formats: Iterable[str]
             if fmt == "png":
                 _save_small_png(fig, path)
             else:
-                # SVG metadata carries a date: leave it out so re-running gives identical files.
-                fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+                # re-running must give identical files: no dates in the metadata, and (rcParams
+                # svg.hashsalt above) SVG element ids hashed from the content, not a fresh uuid4
+                fig.savefig(path, format=fmt, metadata=_NO_DATE.get(fmt))
             written.append(path)
     return written
 

@@ -14,12 +14,14 @@ import pytest
 
 from collectives.base import AlgorithmParams, Collective, effective_count, split_counts
 from collectives.hierarchical import (
+    PhaseCosts,
     analytic_time_ps,
     build_plan,
     double_binary_tree,
     make_schedule,
     pipeline_ps,
     ring_order,
+    shared_link_ps,
     snake_order,
 )
 from collectives.verify import count_wrong, init_buffers
@@ -196,17 +198,48 @@ def test_analytic_two_nodes_by_hand():
 
 
 def test_analytic_pipeline_and_in_flight_window_by_hand():
-    cluster = make_cluster([("ring", 4)], nodes=2)
+    # slow NICs (200000 ps): the phases across nodes are the pipeline's slowest stage
+    cluster = make_cluster([("ring", 4)], nodes=2, nic_latency_ps=200_000)
     # 4 chunks of 16 elements: RS_0 parts 4 el (16 B), top parts 2 el (8 B)
-    t = [3 * (1000 + 16000 + 16), 5000 + 8000 + 8, 5000 + 8000, 3 * (1000 + 16000)]
+    t = [3 * (1000 + 16000 + 16), 200_000 + 8000 + 8, 200_000 + 8000, 3 * (1000 + 16000)]
     total, worst = sum(t), max(t)
-    assert (total, worst) == (128056, 51048)
+    assert (total, worst) == (518056, 208008)
     assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=4, in_flight=4)) == total + 3 * worst
     # window of 2: chunk 2 waits for chunk 0 to leave (total > 2 * worst binds once)
     assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=4, in_flight=2)) == total + total + worst
     assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=4, in_flight=1)) == 4 * total
     # chunk_bytes overrides chunks: 256 B / 64 B = 4 chunks
     assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=1, chunk_bytes=64, in_flight=4)) == total + 3 * worst
+
+
+def test_analytic_links_shared_by_two_phases_by_hand():
+    # as above with 5000 ps NICs: RS_0 and AG_0 now take most of the time, on the same ring links
+    cluster = make_cluster([("ring", 4)], nodes=2)
+    t = [3 * (1000 + 16000 + 16), 5000 + 8000 + 8, 5000 + 8000, 3 * (1000 + 16000)]
+    total, worst = sum(t), max(t)
+    assert pipeline_ps(t, 4, 4) == total + 3 * worst == 281200
+    # but every chunk sends 3 messages of 16 B over each ring link in RS_0 and 3 in AG_0: the four
+    # chunks keep a link busy 4 x 6 x 16000, from t = 0 (RS_0 comes first), and the last message
+    # still needs its 1000 ps latency (nothing comes after AG_0)
+    shared = 4 * 6 * 16000 + 1000
+    for window in (4, 2):
+        assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=4, in_flight=window)) == shared == 385000
+        assert run_event(cluster, AR, 64, params(chunks=4, in_flight=window))[0] >= shared
+    # one chunk at a time: four times the single chunk, more than the links' load
+    assert analytic_time_ps(cluster, AR, 64, 4, params(chunks=4, in_flight=1)) == 4 * total > shared
+    # the NICs are shared by the two phases across nodes too: chunks x (8000 + 8000) after RS_0's fill,
+    # then 5000 latency and AG_0: 51048 + 64000 + 5000 + 51000, below the ring links' bound
+
+
+def test_shared_link_bound_by_hand():
+    # RS_0, RS_1, AG_1, AG_0 with 3 chunks
+    costs = PhaseCosts(fill_ps=[100, 40, 30, 90], period_ps=[100, 40, 30, 90], busy_ps=[60, 20, 20, 50],
+                       level=[0, 1, 1, 0], last_hop_ps=[5, 7, 7, 5], chunks=3)
+    # level 0: nothing before RS_0, 3 x (60 + 50), the last message's 5, nothing after AG_0: 335
+    # level 1: RS_0's 100 before, 3 x (20 + 20), 7, AG_0's 90 after: 317
+    assert shared_link_ps(costs) == 335
+    # one phase per level (reduce-scatter): no link carries two phases
+    assert shared_link_ps(PhaseCosts([100, 40], [100, 40], [60, 20], [0, 1], [5, 7], 3)) == 0
 
 
 def test_analytic_top_tree_by_hand():
@@ -216,9 +249,9 @@ def test_analytic_top_tree_by_hand():
     assert analytic_time_ps(two, AR, 64, 4, params(top="tree")) == tree2
     assert analytic_time_ps(two, AR, 64, 4, params(top="ring")) == tree2
     four = make_cluster([], nodes=4)
-    # N = 4: height 2, two children per parent: f = 2
-    assert analytic_time_ps(four, AR, 64, 4, params(top="tree")) == (
-        2 * (5000 + 2 * 128000 + 2 * 128) + 2 * (5000 + 2 * 128000))
+    # N = 4: up two levels (the parent of two leaves waits for the second), down two (the second
+    # child waits for the first): 4 alpha + 6 s + 2 r (tests/test_hierarchical_tree.py works it out)
+    assert analytic_time_ps(four, AR, 64, 4, params(top="tree")) == 4 * 5000 + 6 * 128000 + 2 * 128
     # reduce-scatter / all-gather always cross nodes on a ring
     assert analytic_time_ps(four, RS, 64, 4, params(top="tree")) == analytic_time_ps(four, RS, 64, 4, params())
 
@@ -346,13 +379,15 @@ def test_rs_and_ag_of_one_level_share_links_by_hand():
     cluster = make_cluster([("ring", 2)], reduce_Bps=8 * 10**9)
     prm = params(chunks=2, in_flight=2)
     t_rs, t_ag = 1000 + 4000 + 500, 1000 + 4000
-    assert analytic_time_ps(cluster, AR, 4, 4, prm) == t_rs + t_ag + max(t_rs, t_ag) == 16000
+    assert pipeline_ps([t_rs, t_ag], 2, 2) == t_rs + t_ag + max(t_rs, t_ag) == 16000
+    # the analytic sees the shared link's load: 2 chunks x (4000 RS + 4000 AG), then 1000 latency
+    assert analytic_time_ps(cluster, AR, 4, 4, prm) == 2 * (4000 + 4000) + 1000 == 17000
     # event, chip 0 -> chip 1 (chip 1 -> chip 0 is symmetric):
     #   chunk 0 RS [0, 4000] -> 5000, reduced 5500; chunk 0 AG sent at 5500: [5500, 9500] -> 10500
     #   chunk 1 enters RS when chunk 0 leaves it (5500), queued behind that AG on the same link:
     #   [9500, 13500] -> 14500, reduced 15000; its AG [15000, 19000] -> 20000
     t, schedule, _, _ = run_event(cluster, AR, 4, prm)
-    assert t == 20000 > 16000
+    assert t == 20000 > 17000
     assert schedule.makespan_ps == 20000
     # one chunk at a time (window 1): nothing overlaps, event == analytic == 2 x (t_rs + t_ag)
     prm1 = params(chunks=2, in_flight=1)

@@ -186,6 +186,17 @@ def test_figures_are_written_as_png_and_svg(table, tmp_path):
             assert ET.fromstring(data).tag.endswith("svg")
 
 
+def test_figures_are_byte_identical_when_made_again(table, tmp_path):
+    # `make demo` re-plots the committed figures: without dates in the metadata and with SVG ids
+    # hashed from the content (not a fresh uuid4 per file) the files do not change
+    _, rows = table
+    for run in ("first", "second"):
+        F.save({"best_algorithm_B": F.make_figures(rows)["best_algorithm_B"]}, tmp_path / run, ("svg", "pdf", "png"))
+    for name in ("best_algorithm_B.svg", "best_algorithm_B.pdf", "best_algorithm_B.png"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+    assert b"<dc:date>" not in (tmp_path / "first" / "best_algorithm_B.svg").read_bytes()
+
+
 def test_collsim_plot_command(table, tmp_path):
     sweep_dir, _ = table
     proc = subprocess.run([str(VENV_BIN / "collsim-plot"), str(sweep_dir), "--out", str(tmp_path / "fig"),

@@ -7,6 +7,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -302,21 +303,26 @@ def test_combined_rows_refuses_an_incomplete_job(tmp_path):
     assert sweep.read_done(job, "other") is None
 
 
-def test_write_combined_csv_and_parquet_when_pyarrow_is_there(tmp_path):
-    rows = [{"job": 0, "size_bytes": 1024, "time_ps": 5, "wrong": ""},
-            {"job": 1, "size_bytes": 2048, "time_ps": 7, "wrong": ""}]
-    written = sweep.write_combined(tmp_path, rows)
-    df = pd.read_csv(tmp_path / "combined.csv")
-    assert df["size_bytes"].tolist() == [1024, 2048] and df["time_ps"].tolist() == [5, 7]
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        assert written == [tmp_path / "combined.csv"] and not (tmp_path / "combined.parquet").exists()
-    else:
-        assert written == [tmp_path / "combined.csv", tmp_path / "combined.parquet"]
-        pq = pd.read_parquet(tmp_path / "combined.parquet")
-        assert pq["size_bytes"].tolist() == [1024, 2048] and pq["time_ps"].tolist() == [5, 7]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+ROWS = [{"job": 0, "size_bytes": 1024, "time_ps": 5, "wrong": ""},
+        {"job": 1, "size_bytes": 2048, "time_ps": 7, "wrong": ""}]
+
+
+def test_write_combined_csv_and_parquet(tmp_path):
+    import pyarrow  # noqa: F401  (in the test extra: the Parquet branch must run here, not be skipped)
+
+    written = sweep.write_combined(tmp_path, ROWS)
+    assert written == [tmp_path / "combined.csv", tmp_path / "combined.parquet"]
+    for df in (pd.read_csv(tmp_path / "combined.csv"), pd.read_parquet(tmp_path / "combined.parquet")):
+        assert df["size_bytes"].tolist() == [1024, 2048] and df["time_ps"].tolist() == [5, 7]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["combined.csv", "combined.parquet"]  # no temp files
+
+
+def test_write_combined_without_pyarrow_writes_the_csv_only(tmp_path, monkeypatch):
+    for name in ("pyarrow", "pyarrow.csv", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    assert sweep.write_combined(tmp_path, ROWS) == [tmp_path / "combined.csv"]
+    assert pd.read_csv(tmp_path / "combined.csv")["time_ps"].tolist() == [5, 7]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["combined.csv"]
 
 
 # --- progress --------------------------------------------------------------------------------------
