@@ -21,6 +21,25 @@ cdef enum:
     KIND_TREE_AR = 4
 
 
+# What a chip keeps about one slot.  The fields every ring / mesh delivery
+# touches come first and, with ready_ps, fill exactly 64 bytes; the ones used when a phase
+# changes and by the tree phase follow.
+ctypedef struct Stream:
+    int32_t phase            # phase entered, -1 before the piece starts
+    int32_t handled          # transfers handled in the current phase
+    int32_t expected         # transfers the current phase must receive
+    int32_t pos              # own part index in the current phase (< level size)
+    int64_t entry_ps         # when the current phase was entered
+    int64_t last_ps          # latest readiness so far in the current phase
+    int64_t off              # the range held on entering the current phase ...
+    int64_t length           # ... (all_reduce) or the piece (strided), cached at entry
+    int64_t peer             # ring successor chip in the current phase
+    int64_t ready_ps         # >= 0: finished `phase`, waits (since then) to enter the next
+    int64_t tree_done_ps[2]  # tree t finished here, -1 not yet
+    int32_t tree_up[2]       # tree t: reductions arrived from children
+    # followed by int32_t early[n_phases]: transfers arrived before entering phase p
+
+
 cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t n_chips
     cdef readonly int64_t nodes
@@ -48,20 +67,13 @@ cdef class HierarchicalSchedule(Schedule):
     cdef const int64_t[::1] tree_parent    # [t * nodes + node], -1 at the root
     cdef const int64_t[::1] tree_child     # [(t * nodes + node) * 2 + i], -1 for none
 
-    # per slot (index sid)
-    cdef int32_t[::1] st_phase             # phase entered, -1 before the piece starts
-    cdef int64_t[::1] st_ready             # >= 0: finished st_phase, waits (since then) to enter the next
-    cdef int64_t[::1] st_entry             # when the current phase was entered
-    cdef int64_t[::1] st_last              # latest readiness so far in the current phase
-    cdef int32_t[::1] st_handled           # transfers handled in the current phase
-    cdef int32_t[::1] st_expected          # transfers the current phase must receive
-    cdef int64_t[::1] st_off               # the range held on entering the current phase ...
-    cdef int64_t[::1] st_len               # ... (all_reduce) or the piece (strided), cached at entry
-    cdef int64_t[::1] st_pos               # own part index in the current phase
-    cdef int64_t[::1] st_peer              # ring successor chip in the current phase
-    cdef int32_t[::1] st_early             # [sid * n_phases + p]: transfers arrived before entering p
-    cdef int32_t[::1] tr_up                # [sid * 2 + t]: reductions arrived from children
-    cdef int64_t[::1] tr_done              # [sid * 2 + t]: tree t finished here, -1 not yet
+    # per slot (index sid): one Stream record each, followed by its n_phases
+    # early counters; records are stream_stride bytes apart (a multiple of 64)
+    # and the block is 64-byte aligned, so a ring or mesh delivery reads and
+    # writes one cache line of slot state
+    cdef char* streams
+    cdef int64_t n_streams
+    cdef int64_t stream_stride
     # per (chip, channel) and phase: the chunk allowed into the phase next (chunks pass a phase in order)
     cdef int64_t[::1] ph_next              # [(chip * channels + ch) * n_phases + p]
 
@@ -78,26 +90,28 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
                          int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
                          int64_t off, int64_t length) noexcept nogil
+    # slot state
+    cdef Stream* _stream(self, int64_t sid) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
-    cdef void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
+    cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
                            int64_t length, int64_t pos) noexcept nogil
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil
+                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t t_ps) noexcept nogil
+                         Stream* st, int64_t t_ps) noexcept nogil
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil
-    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil
+                            Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
+    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                         int64_t t_ps) noexcept nogil
     cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                        int64_t t_ps) noexcept nogil
-    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
                             int64_t t_ps) noexcept nogil

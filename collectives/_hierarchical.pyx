@@ -27,7 +27,7 @@ done, and the chip starts piece j + in_flight of the same channel.
 
 Neighbours may run ahead: a transfer can arrive for a phase the chip has not
 entered yet.  Arrivals from one sender in one phase come in step order (same
-path, FIFO links), so a counter per phase (``st_early``) is all the chip keeps;
+path, FIFO links), so a counter per phase (``_early``) is all the chip keeps;
 on entering the phase it handles them as if they arrived at E.  A chip only
 ever sees pieces j - F + 1 .. j + F of a channel while it works on piece j
 (a piece finishes only once every chip has started it), so ``min(2F, k)``
@@ -42,7 +42,17 @@ sends ever exists.
 import numpy as np
 
 from libc.stdint cimport int64_t, int32_t
+from libc.stdlib cimport free
+from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
+
+cdef enum:
+    CACHE_LINE = 64
 
 
 cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
@@ -53,6 +63,20 @@ cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
 
 cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
     return a if a > b else b
+
+
+cdef inline int32_t* _early(Stream* st) noexcept nogil:
+    """The stream's early-arrival counters, one per phase, right after its record."""
+    return <int32_t*> (<char*> st + sizeof(Stream))
+
+
+cdef inline void _reset_stream(Stream* st, int64_t n_phases) noexcept nogil:
+    """Before a piece starts: no phase entered, not waiting, no early arrivals, trees not done."""
+    memset(st, 0, sizeof(Stream) + n_phases * sizeof(int32_t))
+    st.phase = -1
+    st.ready_ps = -1
+    st.tree_done_ps[0] = -1
+    st.tree_done_ps[1] = -1
 
 
 cdef inline void _split(int64_t off, int64_t length, int64_t parts, int64_t x,
@@ -121,30 +145,30 @@ cdef class HierarchicalSchedule(Schedule):
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
         if self.ph_level.shape[0] != self.n_phases:
             raise ValueError("ph_kind and ph_level differ in length")
-        cdef int64_t nslot = n_chips * channels * self.slots
-        self.st_phase = np.full(nslot, -1, dtype=np.int32)
-        self.st_ready = np.full(nslot, -1, dtype=np.int64)
+        self.n_streams = n_chips * channels * self.slots
         self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
-        self.st_entry = np.zeros(nslot, dtype=np.int64)
-        self.st_last = np.zeros(nslot, dtype=np.int64)
-        self.st_handled = np.zeros(nslot, dtype=np.int32)
-        self.st_expected = np.zeros(nslot, dtype=np.int32)
-        self.st_off = np.zeros(nslot, dtype=np.int64)
-        self.st_len = np.zeros(nslot, dtype=np.int64)
-        self.st_pos = np.zeros(nslot, dtype=np.int64)
-        self.st_peer = np.zeros(nslot, dtype=np.int64)
-        self.st_early = np.zeros(nslot * max(1, self.n_phases), dtype=np.int32)
-        self.tr_up = np.zeros(2 * nslot, dtype=np.int32)
-        self.tr_done = np.full(2 * nslot, -1, dtype=np.int64)
+        # a record and its early counters, rounded up to whole cache lines
+        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(int32_t) + CACHE_LINE - 1)
+                              // CACHE_LINE * CACHE_LINE)
+        self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
+        if self.streams == NULL:
+            raise MemoryError(f"hierarchical schedule: {self.n_streams:,} slot records")
         self.coalesce = False
         self.makespan_ps = 0
         self.pieces_done = 0
 
+    def __cinit__(self):
+        self.streams = NULL
+
+    def __dealloc__(self):
+        free(self.streams)
+
     def state_bytes(self):
-        """Bytes of the schedule's per-slot state arrays."""
-        cdef int64_t nslot = self.st_phase.shape[0]
-        return (nslot * (4 + 8 + 8 + 8 + 4 + 4 + 4 * 8) + self.st_early.shape[0] * 4 + self.tr_up.shape[0] * (4 + 8)
-                + self.ph_next.shape[0] * 8)
+        """Bytes of the schedule's per-slot state: the slot records and the per-phase chunk gates."""
+        return self.n_streams * self.stream_stride + self.ph_next.shape[0] * 8
+
+    cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
+        return <Stream*> (self.streams + sid * self.stream_stride)
 
     # --- geometry ------------------------------------------------------------
 
@@ -233,19 +257,19 @@ cdef class HierarchicalSchedule(Schedule):
 
     # --- ring phases ---------------------------------------------------------
 
-    cdef inline void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
+    cdef inline void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
                                   int64_t length, int64_t pos) noexcept nogil:
-        """Stream ``sid`` enters phase p at entry_ps on slice [off, off + length), as part ``pos``."""
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_last[sid] = entry_ps
-        self.st_handled[sid] = 0
-        self.st_off[sid] = off
-        self.st_len[sid] = length
-        self.st_pos[sid] = pos
+        """The stream enters phase p at entry_ps on slice [off, off + length), as part ``pos``."""
+        st.phase = <int32_t> p
+        st.entry_ps = entry_ps
+        st.last_ps = entry_ps
+        st.handled = 0
+        st.off = off
+        st.length = length
+        st.pos = <int32_t> pos
 
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
+                             Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
         cdef bint rs = self.ph_kind[p] == KIND_RING_RS
         cdef int64_t lag = 2 if rs else 1
@@ -253,52 +277,52 @@ cdef class HierarchicalSchedule(Schedule):
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
-        self._open_stream(sid, p, entry_ps, off, length, v)
-        self.st_peer[sid] = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
+        self._open_stream(st, p, entry_ps, off, length, v)
+        st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
-        self.st_expected[sid] = m - (1 if first < m else 0)
+        st.expected = <int32_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, chip, self.st_peer[sid], entry_ps, p, 0, j, ch,
+            self._send_part(engine, chip, st.peer, entry_ps, p, 0, j, ch,
                             OP_REDUCE if rs else OP_COPY, lt, first, off, length)
-        early = self.st_early[sid * self.n_phases + p]
+        early = _early(st)[p]
         s = 0
         for i in range(early):
             s = _next_recv_step(v, g, m, lag, s)
-            self._ring_recv(engine, chip, ch, j, p, sid, s, entry_ps)
+            self._ring_recv(engine, chip, ch, j, p, st, s, entry_ps)
             s += 1
-        if self.st_handled[sid] == self.st_expected[sid]:
-            return self.st_last[sid]
+        if st.handled == st.expected:
+            return st.last_ps
         return -1
 
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil:
+                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
         """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
         cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
         cdef bint rs = self.ph_kind[p] == KIND_RING_RS
         cdef int64_t lag = 2 if rs else 1
-        cdef int64_t length = self.st_len[sid], ready
-        cdef int64_t x = _wrap(self.st_pos[sid] - lag - step, g)
-        ready = _max(t_ps, self.st_entry[sid])
+        cdef int64_t length = st.length, ready
+        cdef int64_t x = _wrap(st.pos - lag - step, g)
+        ready = _max(t_ps, st.entry_ps)
         if rs:
             ready = engine.reduce(chip, ready, self._part_elems(lt, length, x) * engine.elem_bytes)
         if step < g - 2:
-            self._send_part(engine, chip, self.st_peer[sid], ready, p, step + 1, j, ch,
-                            OP_REDUCE if rs else OP_COPY, lt, x, self.st_off[sid], length)
-        self.st_last[sid] = _max(self.st_last[sid], ready)
-        self.st_handled[sid] += 1
+            self._send_part(engine, chip, st.peer, ready, p, step + 1, j, ch,
+                            OP_REDUCE if rs else OP_COPY, lt, x, st.off, length)
+        st.last_ps = _max(st.last_ps, ready)
+        st.handled += 1
 
     # --- mesh phases (direct fabric) -------------------------------------------
 
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
+                             Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
         cdef bint rs = self.ph_kind[p] == KIND_MESH_RS
         cdef int64_t off, length, m, u, d, x, i, early
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         u = self._own_part(chip, lt, ch)
-        self._open_stream(sid, p, entry_ps, off, length, u)
+        self._open_stream(st, p, entry_ps, off, length, u)
         if rs:
             # every other unit's part goes straight to it; own part comes from all g - 1
             for d in range(1, g):
@@ -306,64 +330,62 @@ cdef class HierarchicalSchedule(Schedule):
                 if x < m:
                     self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
                                     OP_REDUCE, lt, x, off, length)
-            self.st_expected[sid] = (g - 1) if u < m else 0
+            st.expected = <int32_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
                     self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, (u + d) % g), entry_ps, p, 0,
                                     j, ch, OP_COPY, lt, u, off, length)
-            self.st_expected[sid] = m - (1 if u < m else 0)
-        early = self.st_early[sid * self.n_phases + p]
+            st.expected = <int32_t> (m - (1 if u < m else 0))
+        early = _early(st)[p]
         for i in range(early):
-            self._mesh_recv(engine, chip, ch, j, p, sid, entry_ps)
-        if self.st_handled[sid] == self.st_expected[sid]:
-            return self.st_last[sid]
+            self._mesh_recv(engine, chip, ch, j, p, st, entry_ps)
+        if st.handled == st.expected:
+            return st.last_ps
         return -1
 
     cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t t_ps) noexcept nogil:
+                         Stream* st, int64_t t_ps) noexcept nogil:
         cdef int64_t lt = self.ph_level[p]
-        cdef int64_t ready = _max(t_ps, self.st_entry[sid])
+        cdef int64_t ready = _max(t_ps, st.entry_ps)
         if self.ph_kind[p] == KIND_MESH_RS:
-            ready = engine.reduce(chip, ready, self._part_elems(lt, self.st_len[sid], self.st_pos[sid])
-                                  * engine.elem_bytes)
-        self.st_last[sid] = _max(self.st_last[sid], ready)
-        self.st_handled[sid] += 1
+            ready = engine.reduce(chip, ready, self._part_elems(lt, st.length, st.pos) * engine.elem_bytes)
+        st.last_ps = _max(st.last_ps, ready)
+        st.handled += 1
 
     # --- double binary tree across nodes (all_reduce, top=tree) ------------------
 
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
+                             Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.ph_level[p], node = chip // self.lv_weight[lt]
-        cdef int64_t off, length, half_off, half_len, t, k, nch, i, ready
+        cdef int64_t off, length, half_off, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_off[sid] = off
-        self.st_len[sid] = length
+        st.phase = <int32_t> p
+        st.entry_ps = entry_ps
+        st.off = off
+        st.length = length
         for t in range(2):
-            k = sid * 2 + t
             _split(off, length, 2, t, &half_off, &half_len)
             if half_len == 0:
-                self.tr_done[k] = entry_ps
+                st.tree_done_ps[t] = entry_ps
                 continue
-            self.tr_done[k] = -1
+            st.tree_done_ps[t] = -1
             nch = ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                    + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0))
             ready = entry_ps
-            for i in range(self.tr_up[k]):
+            for i in range(st.tree_up[t]):
                 ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
-            if self.tr_up[k] == nch:
-                self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
-        return self._tree_finished(sid)
+            if st.tree_up[t] == nch:
+                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+        return self._tree_finished(st)
 
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil:
+                            Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
         cdef int64_t lt = self.ph_level[p], per_node = self.lv_weight[lt]
         cdef int64_t node = chip // per_node, half_off, half_len, i, child
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
-        _split(self.st_off[sid], self.st_len[sid], 2, t, &half_off, &half_len)
+        _split(st.off, st.length, 2, t, &half_off, &half_len)
         if parent >= 0:
             engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
                         p, 2 * t, j, 2 * ch + 1)
@@ -373,10 +395,10 @@ cdef class HierarchicalSchedule(Schedule):
             if child >= 0:
                 engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
                             p, 2 * t + 1, j, 2 * ch + 1)
-        self.tr_done[sid * 2 + t] = ready_ps
+        st.tree_done_ps[t] = ready_ps
 
-    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil:
-        cdef int64_t a = self.tr_done[sid * 2], b = self.tr_done[sid * 2 + 1]
+    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil:
+        cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
         if a < 0 or b < 0:
             return -1
         return _max(a, b)
@@ -392,11 +414,12 @@ cdef class HierarchicalSchedule(Schedule):
         p lets the next piece in, after this piece's own sends of phase p + 1
         (older chunks go first on a link).
         """
-        cdef int64_t sid, done, kind, off, length
+        cdef int64_t done, kind, off, length
+        cdef Stream* st
         while True:
-            sid = (chip * self.channels + ch) * self.slots + j % self.slots
+            st = self._stream((chip * self.channels + ch) * self.slots + j % self.slots)
             if p == self.n_phases:
-                self._finish_piece(engine, chip, ch, j, sid, t_ps)
+                self._finish_piece(engine, chip, ch, j, st, t_ps)
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 j += self.in_flight
@@ -409,17 +432,17 @@ cdef class HierarchicalSchedule(Schedule):
                 continue
             if self.ph_next[(chip * self.channels + ch) * self.n_phases + p] != j:
                 # the previous chunk is still in phase p here: wait for its _release
-                self.st_ready[sid] = t_ps
+                st.ready_ps = t_ps
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 return
             kind = self.ph_kind[p]
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                done = self._enter_ring(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_ring(engine, chip, ch, j, p, st, t_ps)
             elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-                done = self._enter_mesh(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_mesh(engine, chip, ch, j, p, st, t_ps)
             else:
-                done = self._enter_tree(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_tree(engine, chip, ch, j, p, st, t_ps)
             if p > 0:
                 self._release(engine, chip, ch, j, p - 1, t_ps)
             if done < 0:
@@ -430,31 +453,24 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                        int64_t t_ps) noexcept nogil:
         """Piece j left phase p at t_ps: piece j + 1 may enter it, at once if it is already waiting."""
-        cdef int64_t nxt = j + 1, sid, ready
+        cdef int64_t nxt = j + 1, ready
+        cdef Stream* st
         self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
         if nxt >= self.chunks:
             return
-        sid = (chip * self.channels + ch) * self.slots + nxt % self.slots
-        # waiting for phase p: finished p - 1 (st_phase == p - 1, or -1 for p == 0) with st_ready set
-        if self.st_ready[sid] >= 0 and self.st_phase[sid] == p - 1:
-            ready = _max(self.st_ready[sid], t_ps)
-            self.st_ready[sid] = -1
+        st = self._stream((chip * self.channels + ch) * self.slots + nxt % self.slots)
+        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) with ready_ps set
+        if st.ready_ps >= 0 and st.phase == p - 1:
+            ready = _max(st.ready_ps, t_ps)
+            st.ready_ps = -1
             self._run_from(engine, chip, ch, nxt, p, ready)
 
-    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
                             int64_t t_ps) noexcept nogil:
-        cdef int64_t p
         if t_ps > self.makespan_ps:
             self.makespan_ps = t_ps
         self.pieces_done += 1
-        self.st_phase[sid] = -1
-        self.st_ready[sid] = -1
-        for p in range(self.n_phases):
-            self.st_early[sid * self.n_phases + p] = 0
-        self.tr_up[sid * 2] = 0
-        self.tr_up[sid * 2 + 1] = 0
-        self.tr_done[sid * 2] = -1
-        self.tr_done[sid * 2 + 1] = -1
+        _reset_stream(st, self.n_phases)
 
     # --- Schedule --------------------------------------------------------------
 
@@ -463,17 +479,10 @@ cdef class HierarchicalSchedule(Schedule):
         self.coalesce = engine.data is None
         self.makespan_ps = 0
         self.pieces_done = 0
-        for i in range(self.st_phase.shape[0]):
-            self.st_phase[i] = -1
-            self.st_ready[i] = -1
-            self.st_handled[i] = 0
+        for i in range(self.n_streams):
+            _reset_stream(self._stream(i), self.n_phases)
         for i in range(self.ph_next.shape[0]):
             self.ph_next[i] = 0
-        for i in range(self.st_early.shape[0]):
-            self.st_early[i] = 0
-        for i in range(self.tr_up.shape[0]):
-            self.tr_up[i] = 0
-            self.tr_done[i] = -1
         first = self.in_flight if self.in_flight < self.chunks else self.chunks
         for chip in range(self.n_chips):
             for j in range(first):
@@ -484,22 +493,22 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
-        cdef int64_t sid, kind, t, k, node, per_node, i, child, ready, done
+        cdef int64_t kind, t, node, per_node, i, child, ready, done
+        cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
-        sid = (chip * self.channels + ch) * self.slots + j % self.slots
+        st = self._stream((chip * self.channels + ch) * self.slots + j % self.slots)
         kind = self.ph_kind[p]
-        if self.st_phase[sid] != p:
+        if st.phase != p:
             # early: the chip has not entered phase p for this piece yet (only
             # reductions travel up a tree before the receiver entered it)
             if kind == KIND_TREE_AR:
-                self.tr_up[sid * 2 + (msg.tag[1] >> 1)] += 1
+                st.tree_up[msg.tag[1] >> 1] += 1
             else:
-                self.st_early[sid * self.n_phases + p] += 1
+                _early(st)[p] += 1
             return
         if kind == KIND_TREE_AR:
             t = msg.tag[1] >> 1
-            k = sid * 2 + t
             per_node = self.lv_weight[self.ph_level[p]]
             node = chip // per_node
             if msg.tag[1] & 1:
@@ -509,19 +518,19 @@ cdef class HierarchicalSchedule(Schedule):
                     if child >= 0:
                         engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
                                     msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
-                self.tr_done[k] = t_ps
+                st.tree_done_ps[t] = t_ps
             else:
-                self.tr_up[k] += 1
-                ready = engine.reduce(chip, _max(t_ps, self.st_entry[sid]), msg.elem_count * engine.elem_bytes)
-                if self.tr_up[k] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
+                st.tree_up[t] += 1
+                ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
+                if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                                      + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
-                    self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
-            done = self._tree_finished(sid)
+                    self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+            done = self._tree_finished(st)
         else:
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                self._ring_recv(engine, chip, ch, j, p, sid, msg.tag[1], t_ps)
+                self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
             else:
-                self._mesh_recv(engine, chip, ch, j, p, sid, t_ps)
-            done = self.st_last[sid] if self.st_handled[sid] == self.st_expected[sid] else -1
+                self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
+            done = st.last_ps if st.handled == st.expected else -1
         if done >= 0:
             self._run_from(engine, chip, ch, j, p + 1, done)
