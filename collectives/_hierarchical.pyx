@@ -56,9 +56,16 @@ cdef enum:
 
 
 cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) (C's % keeps the sign of x)."""
-    x = x % n
-    return x + n if x < 0 else x
+    """x mod n in [0, n) for x in [-n, 2n), without a division.
+
+    Every caller wraps a ring position or part index (in [0, n)) moved by at
+    most n: one conditional add or subtract is enough.
+    """
+    if x < 0:
+        return x + n
+    if x >= n:
+        return x - n
+    return x
 
 
 cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
@@ -94,6 +101,8 @@ cdef inline int64_t _next_recv_step(int64_t v, int64_t g, int64_t m, int64_t lag
     scatter, 1: all-gather); parts >= m are empty.  Each step lowers the part
     index by one, so from a part u >= m it takes u - m + 1 steps to reach m - 1.
     """
+    if s > g - 2:
+        return -1  # (and keeps v - lag - s >= -g for _wrap)
     cdef int64_t u = _wrap(v - lag - s, g)
     if u >= m:
         s += u - m + 1
@@ -326,7 +335,7 @@ cdef class HierarchicalSchedule(Schedule):
         if rs:
             # every other unit's part goes straight to it; own part comes from all g - 1
             for d in range(1, g):
-                x = (u + d) % g
+                x = _wrap(u + d, g)
                 if x < m:
                     self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
                                     OP_REDUCE, lt, x, off, length)
@@ -334,7 +343,7 @@ cdef class HierarchicalSchedule(Schedule):
         else:
             if u < m:
                 for d in range(1, g):
-                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, (u + d) % g), entry_ps, p, 0,
+                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps, p, 0,
                                     j, ch, OP_COPY, lt, u, off, length)
             st.expected = <int32_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
