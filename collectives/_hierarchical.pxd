@@ -10,8 +10,17 @@
 #
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
 # tag3 = 2 * channel + (1 on the last message of a transfer).
-from libc.stdint cimport int64_t, int32_t
+from libc.stdint cimport int64_t, int32_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
+
+# Division by a divisor fixed at construction, by multiplication (dividends
+# and divisors below 2**32; see the header).
+cdef extern from "fastdiv.h" nogil:
+    ctypedef struct collsim_fastdiv_t:
+        pass
+    collsim_fastdiv_t collsim_fastdiv_make(uint32_t d)
+    uint64_t collsim_fastdiv_div(uint64_t n, collsim_fastdiv_t f)
+    uint64_t collsim_fastdiv_mod(uint64_t n, collsim_fastdiv_t f)
 
 cdef enum:
     KIND_RING_RS = 0
@@ -19,6 +28,26 @@ cdef enum:
     KIND_MESH_RS = 2
     KIND_MESH_AG = 3
     KIND_TREE_AR = 4
+
+
+# A level lt the algorithm works on (see the vocabulary above).
+ctypedef struct Level:
+    int64_t size                  # g: units of the level
+    int64_t weight                # chips between consecutive units
+    int64_t order_off             # ring order in order_unit / order_pos from here; -1: the identity
+    int64_t runs                  # strided layout: runs of a part, n_chips // (weight * size)
+    collsim_fastdiv_t weight_div  # chip // weight
+    collsim_fastdiv_t size_div    # ... % size
+    bint mesh                     # direct fabric: a mesh phase, parts go straight to their unit
+
+
+# A phase: what every delivery of the phase needs, in one place.
+ctypedef struct Phase:
+    int64_t kind                  # KIND_*
+    int64_t level                 # lt
+    int64_t lag                   # ring: position v receives part v - lag - step (2 RS, 1 AG)
+    int32_t op                    # OP_REDUCE for the reduce-scatter kinds and the tree, else OP_COPY
+    bint reduces                  # arrivals are reduced (RS kinds)
 
 
 # What a chip keeps about one slot.  The fields every ring / mesh delivery
@@ -56,12 +85,10 @@ cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t makespan_ps      # latest piece completion (after run)
     cdef readonly int64_t pieces_done      # (chip, piece) completions (after run)
 
-    cdef const int64_t[::1] ph_kind        # phase -> KIND_*
-    cdef const int64_t[::1] ph_level       # phase -> lt
-    cdef const int64_t[::1] lv_size
-    cdef const int64_t[::1] lv_weight
-    cdef const int64_t[::1] lv_mesh
-    cdef const int64_t[::1] lv_order_off   # -1: ring order is the identity
+    cdef Phase* phases                     # [n_phases]
+    cdef Level* levels                     # [n_levels]
+    cdef int64_t n_levels
+    cdef collsim_fastdiv_t slots_div       # j % slots
     cdef const int64_t[::1] order_unit     # flat: ring position -> unit
     cdef const int64_t[::1] order_pos      # flat: unit -> ring position
     cdef const int64_t[::1] tree_parent    # [t * nodes + node], -1 at the root
@@ -92,6 +119,7 @@ cdef class HierarchicalSchedule(Schedule):
                          int64_t off, int64_t length) noexcept nogil
     # slot state
     cdef Stream* _stream(self, int64_t sid) noexcept nogil
+    cdef Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
     cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
                            int64_t length, int64_t pos) noexcept nogil

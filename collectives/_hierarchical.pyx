@@ -42,7 +42,7 @@ sends ever exists.
 import numpy as np
 
 from libc.stdint cimport int64_t, int32_t
-from libc.stdlib cimport free
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
 
@@ -141,19 +141,47 @@ cdef class HierarchicalSchedule(Schedule):
         self.slots = min(2 * in_flight, chunks)
         self.bidirectional = bidirectional
         self.n_up = n_up
-        self.ph_kind = np.ascontiguousarray(ph_kind, dtype=np.int64)
-        self.ph_level = np.ascontiguousarray(ph_level, dtype=np.int64)
-        self.n_phases = self.ph_kind.shape[0]
-        self.lv_size = np.ascontiguousarray(lv_size, dtype=np.int64)
-        self.lv_weight = np.ascontiguousarray(lv_weight, dtype=np.int64)
-        self.lv_mesh = np.ascontiguousarray(lv_mesh, dtype=np.int64)
-        self.lv_order_off = np.ascontiguousarray(lv_order_off, dtype=np.int64)
+        kinds = np.ascontiguousarray(ph_kind, dtype=np.int64)
+        phase_levels = np.ascontiguousarray(ph_level, dtype=np.int64)
+        sizes = np.ascontiguousarray(lv_size, dtype=np.int64)
+        weights = np.ascontiguousarray(lv_weight, dtype=np.int64)
+        meshes = np.ascontiguousarray(lv_mesh, dtype=np.int64)
+        order_offs = np.ascontiguousarray(lv_order_off, dtype=np.int64)
+        self.n_phases = kinds.shape[0]
+        self.n_levels = sizes.shape[0]
+        if phase_levels.shape[0] != self.n_phases:
+            raise ValueError("ph_kind and ph_level differ in length")
+        if not weights.shape[0] == meshes.shape[0] == order_offs.shape[0] == self.n_levels:
+            raise ValueError("lv_size, lv_weight, lv_mesh and lv_order_off differ in length")
+        if n_chips >= 2**32 or chunks >= 2**32:
+            raise ValueError("chip ids and chunk indices must fit 32 bits (divisions by multiplication)")
+        self.phases = <Phase*> malloc(max(1, self.n_phases) * sizeof(Phase))
+        self.levels = <Level*> malloc(max(1, self.n_levels) * sizeof(Level))
+        if self.phases == NULL or self.levels == NULL:
+            raise MemoryError("hierarchical schedule: phase and level tables")
+        for i in range(self.n_levels):
+            if sizes[i] < 1 or weights[i] < 1 or n_chips % (weights[i] * sizes[i]) != 0:
+                raise ValueError(f"level {i}: size {sizes[i]} x weight {weights[i]} does not divide {n_chips} chips")
+            self.levels[i].size = sizes[i]
+            self.levels[i].weight = weights[i]
+            self.levels[i].order_off = order_offs[i]
+            self.levels[i].runs = n_chips // (weights[i] * sizes[i])
+            self.levels[i].weight_div = collsim_fastdiv_make(<uint32_t> weights[i])
+            self.levels[i].size_div = collsim_fastdiv_make(<uint32_t> sizes[i])
+            self.levels[i].mesh = meshes[i] != 0
+        for i in range(self.n_phases):
+            if not 0 <= phase_levels[i] < self.n_levels:
+                raise ValueError(f"phase {i}: no level {phase_levels[i]}")
+            self.phases[i].kind = kinds[i]
+            self.phases[i].level = phase_levels[i]
+            self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
+            self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
+            self.phases[i].op = OP_REDUCE if (self.phases[i].reduces or kinds[i] == KIND_TREE_AR) else OP_COPY
+        self.slots_div = collsim_fastdiv_make(<uint32_t> self.slots)
         self.order_unit = np.ascontiguousarray(order_unit, dtype=np.int64)
         self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
-        if self.ph_level.shape[0] != self.n_phases:
-            raise ValueError("ph_kind and ph_level differ in length")
         self.n_streams = n_chips * channels * self.slots
         self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
         # a record and its early counters, rounded up to whole cache lines
@@ -168,9 +196,13 @@ cdef class HierarchicalSchedule(Schedule):
 
     def __cinit__(self):
         self.streams = NULL
+        self.phases = NULL
+        self.levels = NULL
 
     def __dealloc__(self):
         free(self.streams)
+        free(self.phases)
+        free(self.levels)
 
     def state_bytes(self):
         """Bytes of the schedule's per-slot state: the slot records and the per-phase chunk gates."""
@@ -179,6 +211,10 @@ cdef class HierarchicalSchedule(Schedule):
     cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
         return <Stream*> (self.streams + sid * self.stream_stride)
 
+    cdef inline Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil:
+        """The slot of piece (j, ch) on chip: sid = (chip * channels + ch) * slots + j % slots."""
+        return self._stream((chip * self.channels + ch) * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div))
+
     # --- geometry ------------------------------------------------------------
 
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil:
@@ -186,27 +222,30 @@ cdef class HierarchicalSchedule(Schedule):
         _split(0, self.total, self.chunks * self.channels, j * self.channels + ch, off, length)
 
     cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
-        return (chip // self.lv_weight[lt]) % self.lv_size[lt]
+        cdef const Level* lv = &self.levels[lt]
+        return <int64_t> collsim_fastdiv_mod(collsim_fastdiv_div(chip, lv.weight_div), lv.size_div)
 
     cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil:
         """Odd channels run rings backwards when bidirectional (a mesh has no direction)."""
-        return self.bidirectional and (ch & 1) == 1 and self.lv_mesh[lt] == 0
+        return self.bidirectional and (ch & 1) == 1 and not self.levels[lt].mesh
 
     cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil:
         """Index of the part this chip keeps at level lt: its virtual ring position (mesh: its unit)."""
-        cdef int64_t unit = self._digit(chip, lt), g = self.lv_size[lt], pos
-        if self.lv_mesh[lt]:
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t unit = self._digit(chip, lt), pos
+        if lv.mesh:
             return unit
-        pos = unit if self.lv_order_off[lt] < 0 else self.order_pos[self.lv_order_off[lt] + unit]
-        return _wrap(-pos, g) if self._reversed(lt, ch) else pos
+        pos = unit if lv.order_off < 0 else self.order_pos[lv.order_off + unit]
+        return _wrap(-pos, lv.size) if self._reversed(lt, ch) else pos
 
     cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil:
         """The chip of chip's level-lt group that keeps part x (x = virtual ring position, mesh: unit)."""
-        cdef int64_t unit = x, pos, g = self.lv_size[lt]
-        if not self.lv_mesh[lt]:
-            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
-            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
-        return chip + (unit - self._digit(chip, lt)) * self.lv_weight[lt]
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t unit = x, pos
+        if not lv.mesh:
+            pos = _wrap(-x, lv.size) if self._reversed(lt, ch) else x
+            unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
+        return chip + (unit - self._digit(chip, lt)) * lv.weight
 
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil:
@@ -220,7 +259,7 @@ cdef class HierarchicalSchedule(Schedule):
         if self.strided:
             return
         for lt in range(depth):
-            _split(off[0], length[0], self.lv_size[lt], self._own_part(chip, lt, ch), off, length)
+            _split(off[0], length[0], self.levels[lt].size, self._own_part(chip, lt, ch), off, length)
 
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil:
         """Non-empty parts: parts 0..m-1 (split_counts puts the larger parts first)."""
@@ -231,8 +270,8 @@ cdef class HierarchicalSchedule(Schedule):
     cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil:
         cdef int64_t o, l
         if self.strided:
-            return (self.n_chips // (self.lv_weight[lt] * self.lv_size[lt])) * length
-        _split(0, length, self.lv_size[lt], x, &o, &l)
+            return self.levels[lt].runs * length
+        _split(0, length, self.levels[lt].size, x, &o, &l)
         return l
 
     cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
@@ -244,22 +283,25 @@ cdef class HierarchicalSchedule(Schedule):
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
         at stride g_0...g_lt blocks.  The receiver acts on the last message.
         """
-        cdef int64_t o, l, g = self.lv_size[lt], w, stride, runs, base, unit, pos, r
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t o, l, g, w, stride, base, unit, pos, r, runs
         if not self.strided:
-            _split(off, length, g, x, &o, &l)
+            _split(off, length, lv.size, x, &o, &l)
             engine.send(src, dst, t_ps, o, l, op, p, step, j, 2 * ch + 1)
             return
-        w = self.lv_weight[lt]
+        g = lv.size
+        w = lv.weight
+        runs = lv.runs
         stride = w * g
-        runs = self.n_chips // stride
         if self.coalesce:
             engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
             return
         unit = x
-        if not self.lv_mesh[lt]:
+        if not lv.mesh:
             pos = _wrap(-x, g) if self._reversed(lt, ch) else x
-            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
-        base = src % w + unit * w
+            unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
+        # src's offset inside its unit, src % w, without a division
+        base = src - <int64_t> collsim_fastdiv_div(src, lv.weight_div) * w + unit * w
         for r in range(runs):
             engine.send(src, dst, t_ps, (base + r * stride) * self.total + off, length, op, p, step, j,
                         2 * ch + (1 if r == runs - 1 else 0))
@@ -279,9 +321,8 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
-        cdef int64_t lag = 2 if rs else 1
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size, lag = ph.lag
         cdef int64_t off, length, m, v, first, i, s, early
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
@@ -292,8 +333,7 @@ cdef class HierarchicalSchedule(Schedule):
         first = _wrap(v - lag + 1, g)
         st.expected = <int32_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, chip, st.peer, entry_ps, p, 0, j, ch,
-                            OP_REDUCE if rs else OP_COPY, lt, first, off, length)
+            self._send_part(engine, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first, off, length)
         early = _early(st)[p]
         s = 0
         for i in range(early):
@@ -307,17 +347,15 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                          Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
         """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
-        cdef int64_t lag = 2 if rs else 1
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size
         cdef int64_t length = st.length, ready
-        cdef int64_t x = _wrap(st.pos - lag - step, g)
+        cdef int64_t x = _wrap(st.pos - ph.lag - step, g)
         ready = _max(t_ps, st.entry_ps)
-        if rs:
+        if ph.reduces:
             ready = engine.reduce(chip, ready, self._part_elems(lt, length, x) * engine.elem_bytes)
         if step < g - 2:
-            self._send_part(engine, chip, st.peer, ready, p, step + 1, j, ch,
-                            OP_REDUCE if rs else OP_COPY, lt, x, st.off, length)
+            self._send_part(engine, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x, st.off, length)
         st.last_ps = _max(st.last_ps, ready)
         st.handled += 1
 
@@ -325,8 +363,9 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_MESH_RS
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size
+        cdef bint rs = ph.reduces
         cdef int64_t off, length, m, u, d, x, i, early
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
@@ -355,9 +394,10 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                          Stream* st, int64_t t_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p]
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level
         cdef int64_t ready = _max(t_ps, st.entry_ps)
-        if self.ph_kind[p] == KIND_MESH_RS:
+        if ph.reduces:
             ready = engine.reduce(chip, ready, self._part_elems(lt, st.length, st.pos) * engine.elem_bytes)
         st.last_ps = _max(st.last_ps, ready)
         st.handled += 1
@@ -366,7 +406,8 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], node = chip // self.lv_weight[lt]
+        cdef int64_t lt = self.phases[p].level
+        cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
         cdef int64_t off, length, half_off, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
         st.phase = <int32_t> p
@@ -391,8 +432,9 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
-        cdef int64_t lt = self.ph_level[p], per_node = self.lv_weight[lt]
-        cdef int64_t node = chip // per_node, half_off, half_len, i, child
+        cdef int64_t lt = self.phases[p].level, per_node = self.levels[lt].weight
+        cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
+        cdef int64_t half_off, half_len, i, child
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
         _split(st.off, st.length, 2, t, &half_off, &half_len)
         if parent >= 0:
@@ -426,7 +468,7 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t done, kind, off, length
         cdef Stream* st
         while True:
-            st = self._stream((chip * self.channels + ch) * self.slots + j % self.slots)
+            st = self._slot(chip, ch, j)
             if p == self.n_phases:
                 self._finish_piece(engine, chip, ch, j, st, t_ps)
                 if p > 0:
@@ -445,7 +487,7 @@ cdef class HierarchicalSchedule(Schedule):
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 return
-            kind = self.ph_kind[p]
+            kind = self.phases[p].kind
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
                 done = self._enter_ring(engine, chip, ch, j, p, st, t_ps)
             elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
@@ -467,7 +509,7 @@ cdef class HierarchicalSchedule(Schedule):
         self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
         if nxt >= self.chunks:
             return
-        st = self._stream((chip * self.channels + ch) * self.slots + nxt % self.slots)
+        st = self._slot(chip, ch, nxt)
         # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) with ready_ps set
         if st.ready_ps >= 0 and st.phase == p - 1:
             ready = _max(st.ready_ps, t_ps)
@@ -503,11 +545,12 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
         cdef int64_t kind, t, node, per_node, i, child, ready, done
+        cdef const Level* lv
         cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
-        st = self._stream((chip * self.channels + ch) * self.slots + j % self.slots)
-        kind = self.ph_kind[p]
+        st = self._slot(chip, ch, j)
+        kind = self.phases[p].kind
         if st.phase != p:
             # early: the chip has not entered phase p for this piece yet (only
             # reductions travel up a tree before the receiver entered it)
@@ -518,8 +561,9 @@ cdef class HierarchicalSchedule(Schedule):
             return
         if kind == KIND_TREE_AR:
             t = msg.tag[1] >> 1
-            per_node = self.lv_weight[self.ph_level[p]]
-            node = chip // per_node
+            lv = &self.levels[self.phases[p].level]
+            per_node = lv.weight
+            node = <int64_t> collsim_fastdiv_div(chip, lv.weight_div)
             if msg.tag[1] & 1:
                 # broadcast down: pass the half on to this chip's children
                 for i in range(2):
