@@ -51,7 +51,7 @@ ctypedef struct Phase:
 
 
 # What a chip keeps about one slot.  The fields every ring / mesh delivery
-# touches come first and, with ready_ps, fill exactly 64 bytes; the ones used when a phase
+# touches come first and fill exactly 64 bytes; the ones used when a phase
 # changes and by the tree phase follow.
 ctypedef struct Stream:
     int32_t phase            # phase entered, -1 before the piece starts
@@ -60,8 +60,9 @@ ctypedef struct Stream:
     int32_t pos              # own part index in the current phase (< level size)
     int64_t entry_ps         # when the current phase was entered
     int64_t last_ps          # latest readiness so far in the current phase
-    int64_t off              # the range held on entering the current phase ...
-    int64_t length           # ... (all_reduce) or the piece (strided), cached at entry
+    int64_t off              # the range held on entering the current phase (all_reduce) or the piece (strided)
+    int64_t part_len         # its cut into the phase's parts, made at entry: part x has part_len + (x < part_extra)
+    int64_t part_extra       #   elements (strided: every part is R runs of the piece, part_len = its length)
     int64_t peer             # ring successor chip in the current phase
     int64_t ready_ps         # >= 0: finished `phase`, waits (since then) to enter the next
     int64_t tree_done_ps[2]  # tree t finished here, -1 not yet
@@ -89,6 +90,8 @@ cdef class HierarchicalSchedule(Schedule):
     cdef Level* levels                     # [n_levels]
     cdef int64_t n_levels
     cdef collsim_fastdiv_t slots_div       # j % slots
+    cdef int64_t piece_len                 # the k * C pieces: piece x = j * C + ch has piece_len + (x < piece_extra)
+    cdef int64_t piece_extra               # elements (split_counts(total, k * C))
     cdef const int64_t[::1] order_unit     # flat: ring position -> unit
     cdef const int64_t[::1] order_pos      # flat: unit -> ring position
     cdef const int64_t[::1] tree_parent    # [t * nodes + node], -1 at the root
@@ -113,16 +116,16 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
-    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil
-    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
-                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
-                         int64_t off, int64_t length) noexcept nogil
+    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil
+    cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil
     # slot state
     cdef Stream* _stream(self, int64_t sid) noexcept nogil
     cdef Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
     cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
-                           int64_t length, int64_t pos) noexcept nogil
+                           int64_t length, int64_t parts, int64_t pos) noexcept nogil
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,

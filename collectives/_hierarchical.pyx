@@ -77,6 +77,16 @@ cdef inline int32_t* _early(Stream* st) noexcept nogil:
     return <int32_t*> (<char*> st + sizeof(Stream))
 
 
+cdef inline int64_t _part_len(const Stream* st, int64_t x) noexcept nogil:
+    """Elements of part x of the stream's slice (all_reduce layout: larger parts first)."""
+    return st.part_len + (1 if x < st.part_extra else 0)
+
+
+cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
+    """First element of part x of the stream's slice (all_reduce layout)."""
+    return st.off + x * st.part_len + (x if x < st.part_extra else st.part_extra)
+
+
 cdef inline void _reset_stream(Stream* st, int64_t n_phases) noexcept nogil:
     """Before a piece starts: no phase entered, not waiting, no early arrivals, trees not done."""
     memset(st, 0, sizeof(Stream) + n_phases * sizeof(int32_t))
@@ -178,6 +188,8 @@ cdef class HierarchicalSchedule(Schedule):
             self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
             self.phases[i].op = OP_REDUCE if (self.phases[i].reduces or kinds[i] == KIND_TREE_AR) else OP_COPY
         self.slots_div = collsim_fastdiv_make(<uint32_t> self.slots)
+        self.piece_len = total // (chunks * channels)
+        self.piece_extra = total % (chunks * channels)
         self.order_unit = np.ascontiguousarray(order_unit, dtype=np.int64)
         self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
@@ -219,7 +231,9 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil:
         """Piece (j, ch): all_reduce: a buffer range; strided: a range inside every block."""
-        _split(0, self.total, self.chunks * self.channels, j * self.channels + ch, off, length)
+        cdef int64_t x = j * self.channels + ch
+        length[0] = self.piece_len + (1 if x < self.piece_extra else 0)
+        off[0] = x * self.piece_len + (x if x < self.piece_extra else self.piece_extra)
 
     cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
         cdef const Level* lv = &self.levels[lt]
@@ -267,27 +281,25 @@ cdef class HierarchicalSchedule(Schedule):
             return g
         return length if length < g else g
 
-    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil:
-        cdef int64_t o, l
+    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
+        """Elements of part x of the stream's current phase (strided: all its runs)."""
         if self.strided:
-            return self.levels[lt].runs * length
-        _split(0, length, self.levels[lt].size, x, &o, &l)
-        return l
+            return self.levels[lt].runs * st.part_len
+        return st.part_len + (1 if x < st.part_extra else 0)
 
-    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
-                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
-                         int64_t off, int64_t length) noexcept nogil:
-        """Send part x of the level-lt split of (off, length) as one transfer.
+    cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil:
+        """Send part x of the stream's level-lt split as one transfer.
 
         Strided layout: part x holds the blocks whose level-<lt digits are the
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
         at stride g_0...g_lt blocks.  The receiver acts on the last message.
         """
         cdef const Level* lv = &self.levels[lt]
-        cdef int64_t o, l, g, w, stride, base, unit, pos, r, runs
+        cdef int64_t off = st.off, length = st.part_len, g, w, stride, base, unit, pos, r, runs
         if not self.strided:
-            _split(off, length, lv.size, x, &o, &l)
-            engine.send(src, dst, t_ps, o, l, op, p, step, j, 2 * ch + 1)
+            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
             return
         g = lv.size
         w = lv.weight
@@ -309,14 +321,23 @@ cdef class HierarchicalSchedule(Schedule):
     # --- ring phases ---------------------------------------------------------
 
     cdef inline void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
-                                  int64_t length, int64_t pos) noexcept nogil:
-        """The stream enters phase p at entry_ps on slice [off, off + length), as part ``pos``."""
+                                  int64_t length, int64_t parts, int64_t pos) noexcept nogil:
+        """The stream enters phase p at entry_ps on slice [off, off + length), cut in ``parts``, as part ``pos``.
+
+        The cut is made here, once per phase, so that deliveries size parts
+        without dividing.  Strided layout: every part is R runs of the piece.
+        """
         st.phase = <int32_t> p
         st.entry_ps = entry_ps
         st.last_ps = entry_ps
         st.handled = 0
         st.off = off
-        st.length = length
+        if self.strided:
+            st.part_len = length
+            st.part_extra = 0
+        else:
+            st.part_len = length // parts
+            st.part_extra = length % parts
         st.pos = <int32_t> pos
 
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
@@ -327,13 +348,13 @@ cdef class HierarchicalSchedule(Schedule):
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
-        self._open_stream(st, p, entry_ps, off, length, v)
+        self._open_stream(st, p, entry_ps, off, length, g, v)
         st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
         st.expected = <int32_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first, off, length)
+            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
         early = _early(st)[p]
         s = 0
         for i in range(early):
@@ -349,13 +370,13 @@ cdef class HierarchicalSchedule(Schedule):
         """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size
-        cdef int64_t length = st.length, ready
+        cdef int64_t ready
         cdef int64_t x = _wrap(st.pos - ph.lag - step, g)
         ready = _max(t_ps, st.entry_ps)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(lt, length, x) * engine.elem_bytes)
+            ready = engine.reduce(chip, ready, self._part_elems(st, lt, x) * engine.elem_bytes)
         if step < g - 2:
-            self._send_part(engine, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x, st.off, length)
+            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x)
         st.last_ps = _max(st.last_ps, ready)
         st.handled += 1
 
@@ -370,20 +391,20 @@ cdef class HierarchicalSchedule(Schedule):
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         u = self._own_part(chip, lt, ch)
-        self._open_stream(st, p, entry_ps, off, length, u)
+        self._open_stream(st, p, entry_ps, off, length, g, u)
         if rs:
             # every other unit's part goes straight to it; own part comes from all g - 1
             for d in range(1, g):
                 x = _wrap(u + d, g)
                 if x < m:
-                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
-                                    OP_REDUCE, lt, x, off, length)
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
+                                    OP_REDUCE, lt, x)
             st.expected = <int32_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
-                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps, p, 0,
-                                    j, ch, OP_COPY, lt, u, off, length)
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
+                                    p, 0, j, ch, OP_COPY, lt, u)
             st.expected = <int32_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
         for i in range(early):
@@ -398,7 +419,7 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t lt = ph.level
         cdef int64_t ready = _max(t_ps, st.entry_ps)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(lt, st.length, st.pos) * engine.elem_bytes)
+            ready = engine.reduce(chip, ready, self._part_elems(st, lt, st.pos) * engine.elem_bytes)
         st.last_ps = _max(st.last_ps, ready)
         st.handled += 1
 
@@ -408,14 +429,16 @@ cdef class HierarchicalSchedule(Schedule):
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.phases[p].level
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
-        cdef int64_t off, length, half_off, half_len, t, nch, i, ready
+        cdef int64_t off, length, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
         st.phase = <int32_t> p
         st.entry_ps = entry_ps
+        # tree t carries half t of the range (all_reduce only: never strided)
         st.off = off
-        st.length = length
+        st.part_len = length >> 1
+        st.part_extra = length & 1
         for t in range(2):
-            _split(off, length, 2, t, &half_off, &half_len)
+            half_len = _part_len(st, t)
             if half_len == 0:
                 st.tree_done_ps[t] = entry_ps
                 continue
@@ -434,9 +457,8 @@ cdef class HierarchicalSchedule(Schedule):
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
         cdef int64_t lt = self.phases[p].level, per_node = self.levels[lt].weight
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
-        cdef int64_t half_off, half_len, i, child
+        cdef int64_t half_off = _part_off(st, t), half_len = _part_len(st, t), i, child
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
-        _split(st.off, st.length, 2, t, &half_off, &half_len)
         if parent >= 0:
             engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
                         p, 2 * t, j, 2 * ch + 1)
