@@ -10,6 +10,7 @@
 #
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
 # tag3 = 2 * channel + (1 on the last message of a transfer).
+cimport cython
 from libc.stdint cimport int64_t, int32_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
 
@@ -70,6 +71,9 @@ ctypedef struct Stream:
     # followed by int32_t early[n_phases]: transfers arrived before entering phase p
 
 
+# final: nothing subclasses it, so its own cdef methods are called directly
+# (no vtable) and the C compiler may inline them into deliver.
+@cython.final
 cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t n_chips
     cdef readonly int64_t nodes
@@ -118,6 +122,9 @@ cdef class HierarchicalSchedule(Schedule):
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
     cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil
     cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil
+    cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
                          int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
     # slot state

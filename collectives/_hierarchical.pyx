@@ -281,30 +281,32 @@ cdef class HierarchicalSchedule(Schedule):
             return g
         return length if length < g else g
 
-    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
+    cdef inline int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
         """Elements of part x of the stream's current phase (strided: all its runs)."""
         if self.strided:
             return self.levels[lt].runs * st.part_len
         return st.part_len + (1 if x < st.part_extra else 0)
 
-    cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+    cdef inline void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                                int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                                int64_t x) noexcept nogil:
+        """Send part x of the stream's level-lt split as one transfer (all_reduce: one message)."""
+        if self.strided:
+            self._send_runs(engine, st, src, dst, t_ps, p, step, j, ch, op, lt, x)
+        else:
+            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
+
+    cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
                          int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil:
-        """Send part x of the stream's level-lt split as one transfer.
-
-        Strided layout: part x holds the blocks whose level-<lt digits are the
+        """Strided layout: part x holds the blocks whose level-<lt digits are the
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
-        at stride g_0...g_lt blocks.  The receiver acts on the last message.
+        at stride g_0...g_lt blocks, one message each (one in all when coalescing).
+        The receiver acts on the last message.
         """
         cdef const Level* lv = &self.levels[lt]
-        cdef int64_t off = st.off, length = st.part_len, g, w, stride, base, unit, pos, r, runs
-        if not self.strided:
-            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
-            return
-        g = lv.size
-        w = lv.weight
-        runs = lv.runs
-        stride = w * g
+        cdef int64_t off = st.off, length = st.part_len, g = lv.size, w = lv.weight, runs = lv.runs
+        cdef int64_t stride = w * g, base, unit, pos, r
         if self.coalesce:
             engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
             return
@@ -365,7 +367,7 @@ cdef class HierarchicalSchedule(Schedule):
             return st.last_ps
         return -1
 
-    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef inline void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                          Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
         """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
         cdef const Phase* ph = &self.phases[p]
@@ -413,7 +415,7 @@ cdef class HierarchicalSchedule(Schedule):
             return st.last_ps
         return -1
 
-    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef inline void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                          Stream* st, int64_t t_ps) noexcept nogil:
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level
@@ -470,7 +472,7 @@ cdef class HierarchicalSchedule(Schedule):
                             p, 2 * t + 1, j, 2 * ch + 1)
         st.tree_done_ps[t] = ready_ps
 
-    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil:
+    cdef inline int64_t _tree_finished(self, const Stream* st) noexcept nogil:
         cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
         if a < 0 or b < 0:
             return -1
