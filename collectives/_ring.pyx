@@ -50,9 +50,16 @@ KIND_CODES = {
 
 
 cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) (C's % keeps the sign of x)."""
-    x = x % n
-    return x + n if x < 0 else x
+    """x mod n in [0, n) for x in [-n, 2n), without a division.
+
+    Callers move a ring position (in [0, n)) by at most n: one conditional
+    add or subtract is enough.
+    """
+    if x < 0:
+        return x + n
+    if x >= n:
+        return x - n
+    return x
 
 
 cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
@@ -102,7 +109,11 @@ cdef class RingSchedule(Schedule):
 
     cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
         """Block (chip id) whose piece step g of channel c carries out of position p."""
-        return self.order[_wrap(p - self.direction[c] * (g + self.sigma), self.n)]
+        # g + sigma <= steps + 1 <= 2n - 1: one subtraction brings it into [0, n)
+        cdef int64_t back = g + self.sigma
+        if back >= self.n:
+            back -= self.n
+        return self.order[_wrap(p - self.direction[c] * back, self.n)]
 
     cdef void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
         """Channel c's slice of block ``block``: split_counts(count, n), then split_counts(|block|, C)."""
