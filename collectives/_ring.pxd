@@ -27,6 +27,12 @@ cdef class RingSchedule(Schedule):
     cdef int64_t sigma                    # 1 when the chain starts with the successor's block (RS/AR), 0 for AG
     cdef int64_t block_base               # count // n
     cdef int64_t block_extra              # count % n: blocks 0..extra-1 hold one more element
+    # A block has one of two sizes, base + 1 (block < extra) or base, so its cut
+    # into channel pieces is one of two: index [1] for the larger blocks, [0]
+    # for the others.  Piece c of a block of size s has s // C + (c < s % C)
+    # elements; these are that quotient and remainder.
+    cdef int64_t piece_q[2]
+    cdef int64_t piece_rem[2]
     cdef const int64_t[::1] order         # position -> chip
     cdef const int64_t[::1] position      # chip -> position
     cdef const int64_t[::1] direction     # channel -> +1 (forward) or -1 (backward)

@@ -96,6 +96,10 @@ cdef class RingSchedule(Schedule):
         self.kind = kind
         self.block_base = count // n
         self.block_extra = count % n
+        self.piece_q[0] = self.block_base // active
+        self.piece_rem[0] = self.block_base % active
+        self.piece_q[1] = (self.block_base + 1) // active
+        self.piece_rem[1] = (self.block_base + 1) % active
         self.sigma = 0 if kind == RING_ALL_GATHER else 1
         self.steps = 2 * (n - 1) if kind == RING_ALL_REDUCE else n - 1
         self.reduce_steps = 0 if kind == RING_ALL_GATHER else n - 1
@@ -118,9 +122,9 @@ cdef class RingSchedule(Schedule):
     cdef void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
         """Channel c's slice of block ``block``: split_counts(count, n), then split_counts(|block|, C)."""
         cdef int64_t base = self.block_base, extra = self.block_extra
-        cdef int64_t size = base + (1 if block < extra else 0)
-        cdef int64_t start = block * base + (block if block < extra else extra)
-        cdef int64_t q = size // self.channels, rem = size % self.channels
+        cdef bint larger = block < extra
+        cdef int64_t start = block * base + (block if larger else extra)
+        cdef int64_t q = self.piece_q[larger], rem = self.piece_rem[larger]
         count[0] = q + (1 if c < rem else 0)
         offset[0] = start + c * q + (c if c < rem else rem)
 
