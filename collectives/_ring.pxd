@@ -17,6 +17,14 @@ cdef enum:
     RING_ALL_GATHER = 2
 
 
+# What a chip keeps per channel (see the held arrivals below), in one 40-byte
+# record rather than three arrays: a delivery reads and writes one place.
+ctypedef struct Lane:
+    int64_t last_send_ps          # time of the channel's latest send from the chip
+    int64_t held_ps[2]            # arrivals held until the wake-up, -1 when empty ...
+    int64_t held_step[2]          # ... and their steps
+
+
 cdef class RingSchedule(Schedule):
     cdef readonly int64_t n               # chips on the ring
     cdef readonly int64_t count           # elements per chip (effective count)
@@ -41,13 +49,11 @@ cdef class RingSchedule(Schedule):
     # would make timings depend on chip numbering; so an arrival at t is held
     # (held_ps / held_step, two slots per chip and channel) and reduced when a
     # wake-up the chip sends itself for t + 1 ps arrives, after every delivery
-    # at t.  The reduction itself still starts at t.
-    cdef int64_t[::1] held_ps             # (chip * channels + c) * 2 + slot -> arrival time, -1 when empty
-    cdef int64_t[::1] held_step           # same index -> step of the held arrival
-    cdef int64_t[::1] wake_ps             # chip -> time of its latest wake-up
+    # at t.  The reduction itself still starts at t.  (Lane.held_ps / held_step.)
     # A channel's sends leave a chip in step order, as in a real ring's per-channel
-    # queue: a copy may not overtake an earlier step still being reduced.
-    cdef int64_t[::1] last_send_ps        # chip * channels + c -> time of the latest send
+    # queue: a copy may not overtake an earlier step still being reduced.  (Lane.last_send_ps.)
+    cdef Lane* lanes                      # [chip * channels + c]
+    cdef int64_t[::1] wake_ps             # chip -> time of its latest wake-up
 
     cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil
     cdef void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil

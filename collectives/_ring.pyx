@@ -37,7 +37,7 @@ time per chip, and per (chip, channel) the last send and two held arrivals.
 import numpy as np
 
 from libc.stdint cimport int64_t, INT64_MAX
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
 
@@ -106,10 +106,16 @@ cdef class RingSchedule(Schedule):
         self.order = order_arr
         self.position = position_arr
         self.direction = np.array([-1 if (bidirectional and c % 2 == 1) else 1 for c in range(active)], dtype=np.int64)
-        self.held_ps = np.full(2 * n * active, -1, dtype=np.int64)
-        self.held_step = np.zeros(2 * n * active, dtype=np.int64)
+        self.lanes = <Lane*> calloc(n * active, sizeof(Lane))
+        if self.lanes == NULL:
+            raise MemoryError(f"ring schedule: {n * active:,} lanes")
         self.wake_ps = np.full(n, -1, dtype=np.int64)
-        self.last_send_ps = np.zeros(n * active, dtype=np.int64)
+
+    def __cinit__(self):
+        self.lanes = NULL
+
+    def __dealloc__(self):
+        free(self.lanes)
 
     cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
         """Block (chip id) whose piece step g of channel c carries out of position p."""
@@ -131,12 +137,12 @@ cdef class RingSchedule(Schedule):
     cdef void _send_step(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
         cdef int64_t block = self._block_at(p, c, g)
         cdef int64_t offset, count, chip = self.order[p]
-        cdef int64_t slot = chip * self.channels + c
+        cdef Lane* lane = &self.lanes[chip * self.channels + c]
         self._piece(block, c, &offset, &count)
         if count == 0:
             return
-        t_ps = _max(t_ps, self.last_send_ps[slot])   # in step order (equal times: seq keeps the order)
-        self.last_send_ps[slot] = t_ps
+        t_ps = _max(t_ps, lane.last_send_ps)   # in step order (equal times: seq keeps the order)
+        lane.last_send_ps = t_ps
         engine.send(chip, self.order[_wrap(p + self.direction[c], self.n)], t_ps, offset, count,
                     OP_REDUCE if g < self.reduce_steps else OP_COPY, g, c, block, 0)
 
@@ -156,14 +162,14 @@ cdef class RingSchedule(Schedule):
     cdef void _hold(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
         """Keep channel c's step-g arrival at t until the chip's wake-up at t + 1."""
         cdef int64_t chip = self.order[p]
-        cdef int64_t slot = (chip * self.channels + c) * 2
-        cdef int64_t offset, count
+        cdef Lane* lane = &self.lanes[chip * self.channels + c]
+        cdef int64_t offset, count, slot = 0
         # a channel's arrivals are >= 1 ps apart (each holds its link >= 1 ps),
         # so at most two are held: one at t and one at t + 1 delivered first
-        if self.held_ps[slot] >= 0:
-            slot += 1
-        self.held_ps[slot] = t_ps
-        self.held_step[slot] = g
+        if lane.held_ps[0] >= 0:
+            slot = 1
+        lane.held_ps[slot] = t_ps
+        lane.held_step[slot] = g
         if self.wake_ps[chip] != t_ps + 1:
             self.wake_ps[chip] = t_ps + 1
             self._piece(self._block_at(p, c, g + 1), c, &offset, &count)
@@ -171,26 +177,27 @@ cdef class RingSchedule(Schedule):
 
     cdef void _wake(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
         """Reduce, channel by channel, everything that arrived at t_ps - 1."""
-        cdef int64_t c, slot, arrived_ps
+        cdef int64_t c, arrived_ps
         cdef int64_t p = self.position[chip]
+        cdef Lane* lane
         for c in range(self.channels):
-            slot = (chip * self.channels + c) * 2
-            arrived_ps = self.held_ps[slot]
+            lane = &self.lanes[chip * self.channels + c]
+            arrived_ps = lane.held_ps[0]
             if arrived_ps < 0 or arrived_ps >= t_ps:
                 continue
-            self._reduce_and_forward(engine, p, c, self.held_step[slot], arrived_ps)
-            self.held_ps[slot] = self.held_ps[slot + 1]
-            self.held_step[slot] = self.held_step[slot + 1]
-            self.held_ps[slot + 1] = -1
+            self._reduce_and_forward(engine, p, c, lane.held_step[0], arrived_ps)
+            lane.held_ps[0] = lane.held_ps[1]
+            lane.held_step[0] = lane.held_step[1]
+            lane.held_ps[1] = -1
 
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t p, c
         for p in range(self.n):
             self.wake_ps[p] = -1
         for p in range(self.n * self.channels):
-            self.last_send_ps[p] = 0
-        for p in range(2 * self.n * self.channels):
-            self.held_ps[p] = -1
+            self.lanes[p].last_send_ps = 0
+            self.lanes[p].held_ps[0] = -1
+            self.lanes[p].held_ps[1] = -1
         for p in range(self.n):
             for c in range(self.channels):
                 self._send_step(engine, p, c, 0, 0)
