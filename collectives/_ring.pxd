@@ -8,6 +8,7 @@
 # messages: step g of channel c from position p carries the piece of block
 # order[p - dir_c * (g + sigma)].  No list of sends exists: every send is
 # computed from (position, channel, step) when its predecessor arrives.
+cimport cython
 from libc.stdint cimport int64_t
 from collsim.engine.core cimport Engine, Schedule, Message
 
@@ -25,6 +26,9 @@ ctypedef struct Lane:
     int64_t held_step[2]          # ... and their steps
 
 
+# final: nothing subclasses it, so its own cdef methods are called directly
+# (no vtable) and the C compiler may inline them into deliver.
+@cython.final
 cdef class RingSchedule(Schedule):
     cdef readonly int64_t n               # chips on the ring
     cdef readonly int64_t count           # elements per chip (effective count)

@@ -117,7 +117,7 @@ cdef class RingSchedule(Schedule):
     def __dealloc__(self):
         free(self.lanes)
 
-    cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
+    cdef inline int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
         """Block (chip id) whose piece step g of channel c carries out of position p."""
         # g + sigma <= steps + 1 <= 2n - 1: one subtraction brings it into [0, n)
         cdef int64_t back = g + self.sigma
@@ -125,7 +125,7 @@ cdef class RingSchedule(Schedule):
             back -= self.n
         return self.order[_wrap(p - self.direction[c] * back, self.n)]
 
-    cdef void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
+    cdef inline void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
         """Channel c's slice of block ``block``: split_counts(count, n), then split_counts(|block|, C)."""
         cdef int64_t base = self.block_base, extra = self.block_extra
         cdef bint larger = block < extra
