@@ -11,8 +11,8 @@ the channel's direction.  On arrival of step g:
 * a reduce step (g < reduce_steps): the chip's reduction unit reduces the
   piece (``engine.reduce``), then the chip sends step g + 1 of the same piece
   at the completion time; after the last step of a reduce-scatter it sends
-  itself a copy of the piece at that time, which is a no-op for the data but
-  makes the reduction's end an event, so the engine's makespan includes it;
+  itself a wake-up (``engine.wake``: no link, no data) at that time, which
+  makes the reduction's end an event;
 * a copy step: the chip forwards step g + 1 at once (unless g was the last).
 
 A piece that is empty is never sent, and since every message of a chain
@@ -20,10 +20,11 @@ carries the same piece, the whole chain is skipped.
 
 With several channels a chip reduces its arrivals in order of arrival time,
 then channel.  The engine delivers equal-time messages in source-chip order,
-so an arrival at t is held and reduced when the chip's own wake-up message
-for t + 1 ps comes in (after every delivery at t); the reduction still starts
-at t, so no time is lost.  The wake-up is a self-copy of the piece that
-arrived: a no-op for the data, as the engine has no timer events.  (A strict
+so an arrival at t is held and reduced when the chip's own wake-up
+(``engine.wake``) for t + 1 ps comes in (after every delivery at t); the
+reduction still starts at t, so no time is lost.  (A wake-up is ordered and
+counted like a message to oneself, which is what the schedule sent before the
+engine had them; it needs no route and no data snapshot.)  (A strict
 (step, channel) order would be deterministic too, but it couples the
 channels: on a multi-node ring the two directions cross the slow NIC hops at
 different steps, and each would wait for the other.)
@@ -155,15 +156,15 @@ cdef class RingSchedule(Schedule):
         if g + 1 < self.steps:
             self._send_step(engine, p, c, g + 1, done_ps)
         else:
-            # end of a reduce-scatter chain: a self-copy turns the reduction's
+            # end of a reduce-scatter chain: a wake-up turns the reduction's
             # completion into an event (the makespan must include it)
-            engine.send(chip, chip, done_ps, offset, count, OP_COPY, self.steps, c, block, 0)
+            engine.wake(chip, done_ps, self.steps, c, block, 0)
 
     cdef void _hold(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
         """Keep channel c's step-g arrival at t until the chip's wake-up at t + 1."""
         cdef int64_t chip = self.order[p]
         cdef Lane* lane = &self.lanes[chip * self.channels + c]
-        cdef int64_t offset, count, slot = 0
+        cdef int64_t slot = 0
         # a channel's arrivals are >= 1 ps apart (each holds its link >= 1 ps),
         # so at most two are held: one at t and one at t + 1 delivered first
         if lane.held_ps[0] >= 0:
@@ -172,8 +173,7 @@ cdef class RingSchedule(Schedule):
         lane.held_step[slot] = g
         if self.wake_ps[chip] != t_ps + 1:
             self.wake_ps[chip] = t_ps + 1
-            self._piece(self._block_at(p, c, g + 1), c, &offset, &count)
-            engine.send(chip, chip, t_ps + 1, offset, count, OP_COPY, self.steps + 1, c, -1, 0)
+            engine.wake(chip, t_ps + 1, self.steps + 1, c, -1, 0)
 
     cdef void _wake(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
         """Reduce, channel by channel, everything that arrived at t_ps - 1."""
