@@ -145,6 +145,8 @@ cdef class HierarchicalSchedule(Schedule):
                              Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+                            int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,

@@ -472,6 +472,31 @@ cdef class HierarchicalSchedule(Schedule):
                             p, 2 * t + 1, j, 2 * ch + 1)
         st.tree_done_ps[t] = ready_ps
 
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+                            int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
+        """A tree transfer has arrived in the phase the chip is in; returns the phase's completion or -1.
+
+        (Kept out of deliver so that the ring and mesh path stays small.)
+        """
+        cdef int64_t t = msg.tag[1] >> 1, i, child, ready
+        cdef const Level* lv = &self.levels[self.phases[p].level]
+        cdef int64_t per_node = lv.weight, node = <int64_t> collsim_fastdiv_div(chip, lv.weight_div)
+        if msg.tag[1] & 1:
+            # broadcast down: pass the half on to this chip's children
+            for i in range(2):
+                child = self.tree_child[(t * self.nodes + node) * 2 + i]
+                if child >= 0:
+                    engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
+                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
+            st.tree_done_ps[t] = t_ps
+        else:
+            st.tree_up[t] += 1
+            ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
+            if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
+                                 + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
+                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+        return self._tree_finished(st)
+
     cdef inline int64_t _tree_finished(self, const Stream* st) noexcept nogil:
         cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
         if a < 0 or b < 0:
@@ -568,8 +593,7 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
-        cdef int64_t kind, t, node, per_node, i, child, ready, done
-        cdef const Level* lv
+        cdef int64_t kind, done
         cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
@@ -583,31 +607,13 @@ cdef class HierarchicalSchedule(Schedule):
             else:
                 _early(st)[p] += 1
             return
-        if kind == KIND_TREE_AR:
-            t = msg.tag[1] >> 1
-            lv = &self.levels[self.phases[p].level]
-            per_node = lv.weight
-            node = <int64_t> collsim_fastdiv_div(chip, lv.weight_div)
-            if msg.tag[1] & 1:
-                # broadcast down: pass the half on to this chip's children
-                for i in range(2):
-                    child = self.tree_child[(t * self.nodes + node) * 2 + i]
-                    if child >= 0:
-                        engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
-                                    msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
-                st.tree_done_ps[t] = t_ps
-            else:
-                st.tree_up[t] += 1
-                ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
-                if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
-                                     + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
-                    self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
-            done = self._tree_finished(st)
-        else:
-            if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
-            else:
-                self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
+        if kind == KIND_RING_RS or kind == KIND_RING_AG:
+            self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
             done = st.last_ps if st.handled == st.expected else -1
+        elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
+            self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
+            done = st.last_ps if st.handled == st.expected else -1
+        else:
+            done = self._tree_recv(engine, msg, chip, ch, j, p, st, t_ps)
         if done >= 0:
             self._run_from(engine, chip, ch, j, p + 1, done)
