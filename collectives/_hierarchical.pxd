@@ -47,7 +47,7 @@ ctypedef struct Phase:
     int64_t kind                  # KIND_*
     int64_t level                 # lt
     int64_t lag                   # ring: position v receives part v - lag - step (2 RS, 1 AG)
-    int32_t op                    # OP_REDUCE for the reduce-scatter kinds and the tree, else OP_COPY
+    int32_t op                    # what its ring messages do: OP_REDUCE for the reduce-scatter kinds, else OP_COPY
     bint reduces                  # arrivals are reduced (RS kinds)
 
 

@@ -165,6 +165,8 @@ cdef class HierarchicalSchedule(Schedule):
             raise ValueError("lv_size, lv_weight, lv_mesh and lv_order_off differ in length")
         if n_chips >= 2**32 or chunks >= 2**32:
             raise ValueError("chip ids and chunk indices must fit 32 bits (divisions by multiplication)")
+        free(self.phases)  # (a second __init__ replaces the tables)
+        free(self.levels)
         self.phases = <Phase*> malloc(max(1, self.n_phases) * sizeof(Phase))
         self.levels = <Level*> malloc(max(1, self.n_levels) * sizeof(Level))
         if self.phases == NULL or self.levels == NULL:
@@ -186,7 +188,7 @@ cdef class HierarchicalSchedule(Schedule):
             self.phases[i].level = phase_levels[i]
             self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
             self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
-            self.phases[i].op = OP_REDUCE if (self.phases[i].reduces or kinds[i] == KIND_TREE_AR) else OP_COPY
+            self.phases[i].op = OP_REDUCE if self.phases[i].reduces else OP_COPY
         self.slots_div = collsim_fastdiv_make(<uint32_t> self.slots)
         self.piece_len = total // (chunks * channels)
         self.piece_extra = total % (chunks * channels)
@@ -199,6 +201,7 @@ cdef class HierarchicalSchedule(Schedule):
         # a record and its early counters, rounded up to whole cache lines
         self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(int32_t) + CACHE_LINE - 1)
                               // CACHE_LINE * CACHE_LINE)
+        free(self.streams)
         self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
         if self.streams == NULL:
             raise MemoryError(f"hierarchical schedule: {self.n_streams:,} slot records")
