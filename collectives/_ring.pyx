@@ -107,6 +107,7 @@ cdef class RingSchedule(Schedule):
         self.order = order_arr
         self.position = position_arr
         self.direction = np.array([-1 if (bidirectional and c % 2 == 1) else 1 for c in range(active)], dtype=np.int64)
+        free(self.lanes)  # (a second __init__ replaces them)
         self.lanes = <Lane*> calloc(n * active, sizeof(Lane))
         if self.lanes == NULL:
             raise MemoryError(f"ring schedule: {n * active:,} lanes")
