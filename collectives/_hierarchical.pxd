@@ -10,8 +10,18 @@
 #
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
 # tag3 = 2 * channel + (1 on the last message of a transfer).
-from libc.stdint cimport int64_t, int32_t
+cimport cython
+from libc.stdint cimport int64_t, int32_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
+
+# Division by a divisor fixed at construction, by multiplication (dividends
+# and divisors below 2**32; see the header).
+cdef extern from "fastdiv.h" nogil:
+    ctypedef struct collsim_fastdiv_t:
+        pass
+    collsim_fastdiv_t collsim_fastdiv_make(uint32_t d)
+    uint64_t collsim_fastdiv_div(uint64_t n, collsim_fastdiv_t f)
+    uint64_t collsim_fastdiv_mod(uint64_t n, collsim_fastdiv_t f)
 
 cdef enum:
     KIND_RING_RS = 0
@@ -21,6 +31,49 @@ cdef enum:
     KIND_TREE_AR = 4
 
 
+# A level lt the algorithm works on (see the vocabulary above).
+ctypedef struct Level:
+    int64_t size                  # g: units of the level
+    int64_t weight                # chips between consecutive units
+    int64_t order_off             # ring order in order_unit / order_pos from here; -1: the identity
+    int64_t runs                  # strided layout: runs of a part, n_chips // (weight * size)
+    collsim_fastdiv_t weight_div  # chip // weight
+    collsim_fastdiv_t size_div    # ... % size
+    bint mesh                     # direct fabric: a mesh phase, parts go straight to their unit
+
+
+# A phase: what every delivery of the phase needs, in one place.
+ctypedef struct Phase:
+    int64_t kind                  # KIND_*
+    int64_t level                 # lt
+    int64_t lag                   # ring: position v receives part v - lag - step (2 RS, 1 AG)
+    int32_t op                    # what its ring messages do: OP_REDUCE for the reduce-scatter kinds, else OP_COPY
+    bint reduces                  # arrivals are reduced (RS kinds)
+
+
+# What a chip keeps about one slot.  The fields every ring / mesh delivery
+# touches come first and fill exactly 64 bytes; the ones used when a phase
+# changes and by the tree phase follow.
+ctypedef struct Stream:
+    int32_t phase            # phase entered, -1 before the piece starts
+    int32_t handled          # transfers handled in the current phase
+    int32_t expected         # transfers the current phase must receive
+    int32_t pos              # own part index in the current phase (< level size)
+    int64_t entry_ps         # when the current phase was entered
+    int64_t last_ps          # latest readiness so far in the current phase
+    int64_t off              # the range held on entering the current phase (all_reduce) or the piece (strided)
+    int64_t part_len         # its cut into the phase's parts, made at entry: part x has part_len + (x < part_extra)
+    int64_t part_extra       #   elements (strided: every part is R runs of the piece, part_len = its length)
+    int64_t peer             # ring successor chip in the current phase
+    int64_t ready_ps         # >= 0: finished `phase`, waits (since then) to enter the next
+    int64_t tree_done_ps[2]  # tree t finished here, -1 not yet
+    int32_t tree_up[2]       # tree t: reductions arrived from children
+    # followed by int32_t early[n_phases]: transfers arrived before entering phase p
+
+
+# final: nothing subclasses it, so its own cdef methods are called directly
+# (no vtable) and the C compiler may inline them into deliver.
+@cython.final
 cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t n_chips
     cdef readonly int64_t nodes
@@ -37,31 +90,24 @@ cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t makespan_ps      # latest piece completion (after run)
     cdef readonly int64_t pieces_done      # (chip, piece) completions (after run)
 
-    cdef const int64_t[::1] ph_kind        # phase -> KIND_*
-    cdef const int64_t[::1] ph_level       # phase -> lt
-    cdef const int64_t[::1] lv_size
-    cdef const int64_t[::1] lv_weight
-    cdef const int64_t[::1] lv_mesh
-    cdef const int64_t[::1] lv_order_off   # -1: ring order is the identity
+    cdef Phase* phases                     # [n_phases]
+    cdef Level* levels                     # [n_levels]
+    cdef int64_t n_levels
+    cdef collsim_fastdiv_t slots_div       # j % slots
+    cdef int64_t piece_len                 # the k * C pieces: piece x = j * C + ch has piece_len + (x < piece_extra)
+    cdef int64_t piece_extra               # elements (split_counts(total, k * C))
     cdef const int64_t[::1] order_unit     # flat: ring position -> unit
     cdef const int64_t[::1] order_pos      # flat: unit -> ring position
     cdef const int64_t[::1] tree_parent    # [t * nodes + node], -1 at the root
     cdef const int64_t[::1] tree_child     # [(t * nodes + node) * 2 + i], -1 for none
 
-    # per slot (index sid)
-    cdef int32_t[::1] st_phase             # phase entered, -1 before the piece starts
-    cdef int64_t[::1] st_ready             # >= 0: finished st_phase, waits (since then) to enter the next
-    cdef int64_t[::1] st_entry             # when the current phase was entered
-    cdef int64_t[::1] st_last              # latest readiness so far in the current phase
-    cdef int32_t[::1] st_handled           # transfers handled in the current phase
-    cdef int32_t[::1] st_expected          # transfers the current phase must receive
-    cdef int64_t[::1] st_off               # the range held on entering the current phase ...
-    cdef int64_t[::1] st_len               # ... (all_reduce) or the piece (strided), cached at entry
-    cdef int64_t[::1] st_pos               # own part index in the current phase
-    cdef int64_t[::1] st_peer              # ring successor chip in the current phase
-    cdef int32_t[::1] st_early             # [sid * n_phases + p]: transfers arrived before entering p
-    cdef int32_t[::1] tr_up                # [sid * 2 + t]: reductions arrived from children
-    cdef int64_t[::1] tr_done              # [sid * 2 + t]: tree t finished here, -1 not yet
+    # per slot (index sid): one Stream record each, followed by its n_phases
+    # early counters; records are stream_stride bytes apart (a multiple of 64)
+    # and the block is 64-byte aligned, so a ring or mesh delivery reads and
+    # writes one cache line of slot state
+    cdef char* streams
+    cdef int64_t n_streams
+    cdef int64_t stream_stride
     # per (chip, channel) and phase: the chunk allowed into the phase next (chunks pass a phase in order)
     cdef int64_t[::1] ph_next              # [(chip * channels + ch) * n_phases + p]
 
@@ -74,30 +120,38 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
-    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil
-    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
-                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
-                         int64_t off, int64_t length) noexcept nogil
+    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil
+    cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil
+    cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil
+    # slot state
+    cdef Stream* _stream(self, int64_t sid) noexcept nogil
+    cdef Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
-    cdef void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
-                           int64_t length, int64_t pos) noexcept nogil
+    cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
+                           int64_t length, int64_t parts, int64_t pos) noexcept nogil
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil
+                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t t_ps) noexcept nogil
+                         Stream* st, int64_t t_ps) noexcept nogil
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil
+                             Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil
-    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil
+                            Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+                            int64_t p, Stream* st, int64_t t_ps) noexcept nogil
+    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                         int64_t t_ps) noexcept nogil
     cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                        int64_t t_ps) noexcept nogil
-    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
                             int64_t t_ps) noexcept nogil

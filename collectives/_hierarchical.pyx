@@ -27,7 +27,7 @@ done, and the chip starts piece j + in_flight of the same channel.
 
 Neighbours may run ahead: a transfer can arrive for a phase the chip has not
 entered yet.  Arrivals from one sender in one phase come in step order (same
-path, FIFO links), so a counter per phase (``st_early``) is all the chip keeps;
+path, FIFO links), so a counter per phase (``_early``) is all the chip keeps;
 on entering the phase it handles them as if they arrived at E.  A chip only
 ever sees pieces j - F + 1 .. j + F of a channel while it works on piece j
 (a piece finishes only once every chip has started it), so ``min(2F, k)``
@@ -42,17 +42,58 @@ sends ever exists.
 import numpy as np
 
 from libc.stdint cimport int64_t, int32_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
 
 
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
+
+cdef enum:
+    CACHE_LINE = 64
+
+
 cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) (C's % keeps the sign of x)."""
-    x = x % n
-    return x + n if x < 0 else x
+    """x mod n in [0, n) for x in [-n, 2n), without a division.
+
+    Every caller wraps a ring position or part index (in [0, n)) moved by at
+    most n: one conditional add or subtract is enough.
+    """
+    if x < 0:
+        return x + n
+    if x >= n:
+        return x - n
+    return x
 
 
 cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
     return a if a > b else b
+
+
+cdef inline int32_t* _early(Stream* st) noexcept nogil:
+    """The stream's early-arrival counters, one per phase, right after its record."""
+    return <int32_t*> (<char*> st + sizeof(Stream))
+
+
+cdef inline int64_t _part_len(const Stream* st, int64_t x) noexcept nogil:
+    """Elements of part x of the stream's slice (all_reduce layout: larger parts first)."""
+    return st.part_len + (1 if x < st.part_extra else 0)
+
+
+cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
+    """First element of part x of the stream's slice (all_reduce layout)."""
+    return st.off + x * st.part_len + (x if x < st.part_extra else st.part_extra)
+
+
+cdef inline void _reset_stream(Stream* st, int64_t n_phases) noexcept nogil:
+    """Before a piece starts: no phase entered, not waiting, no early arrivals, trees not done."""
+    memset(st, 0, sizeof(Stream) + n_phases * sizeof(int32_t))
+    st.phase = -1
+    st.ready_ps = -1
+    st.tree_done_ps[0] = -1
+    st.tree_done_ps[1] = -1
 
 
 cdef inline void _split(int64_t off, int64_t length, int64_t parts, int64_t x,
@@ -70,6 +111,8 @@ cdef inline int64_t _next_recv_step(int64_t v, int64_t g, int64_t m, int64_t lag
     scatter, 1: all-gather); parts >= m are empty.  Each step lowers the part
     index by one, so from a part u >= m it takes u - m + 1 steps to reach m - 1.
     """
+    if s > g - 2:
+        return -1  # (and keeps v - lag - s >= -g for _wrap)
     cdef int64_t u = _wrap(v - lag - s, g)
     if u >= m:
         s += u - m + 1
@@ -108,72 +151,118 @@ cdef class HierarchicalSchedule(Schedule):
         self.slots = min(2 * in_flight, chunks)
         self.bidirectional = bidirectional
         self.n_up = n_up
-        self.ph_kind = np.ascontiguousarray(ph_kind, dtype=np.int64)
-        self.ph_level = np.ascontiguousarray(ph_level, dtype=np.int64)
-        self.n_phases = self.ph_kind.shape[0]
-        self.lv_size = np.ascontiguousarray(lv_size, dtype=np.int64)
-        self.lv_weight = np.ascontiguousarray(lv_weight, dtype=np.int64)
-        self.lv_mesh = np.ascontiguousarray(lv_mesh, dtype=np.int64)
-        self.lv_order_off = np.ascontiguousarray(lv_order_off, dtype=np.int64)
+        kinds = np.ascontiguousarray(ph_kind, dtype=np.int64)
+        phase_levels = np.ascontiguousarray(ph_level, dtype=np.int64)
+        sizes = np.ascontiguousarray(lv_size, dtype=np.int64)
+        weights = np.ascontiguousarray(lv_weight, dtype=np.int64)
+        meshes = np.ascontiguousarray(lv_mesh, dtype=np.int64)
+        order_offs = np.ascontiguousarray(lv_order_off, dtype=np.int64)
+        self.n_phases = kinds.shape[0]
+        self.n_levels = sizes.shape[0]
+        if phase_levels.shape[0] != self.n_phases:
+            raise ValueError("ph_kind and ph_level differ in length")
+        if not weights.shape[0] == meshes.shape[0] == order_offs.shape[0] == self.n_levels:
+            raise ValueError("lv_size, lv_weight, lv_mesh and lv_order_off differ in length")
+        if n_chips >= 2**32 or chunks >= 2**32:
+            raise ValueError("chip ids and chunk indices must fit 32 bits (divisions by multiplication)")
+        free(self.phases)  # (a second __init__ replaces the tables)
+        free(self.levels)
+        self.phases = <Phase*> malloc(max(1, self.n_phases) * sizeof(Phase))
+        self.levels = <Level*> malloc(max(1, self.n_levels) * sizeof(Level))
+        if self.phases == NULL or self.levels == NULL:
+            raise MemoryError("hierarchical schedule: phase and level tables")
+        for i in range(self.n_levels):
+            if sizes[i] < 1 or weights[i] < 1 or n_chips % (weights[i] * sizes[i]) != 0:
+                raise ValueError(f"level {i}: size {sizes[i]} x weight {weights[i]} does not divide {n_chips} chips")
+            self.levels[i].size = sizes[i]
+            self.levels[i].weight = weights[i]
+            self.levels[i].order_off = order_offs[i]
+            self.levels[i].runs = n_chips // (weights[i] * sizes[i])
+            self.levels[i].weight_div = collsim_fastdiv_make(<uint32_t> weights[i])
+            self.levels[i].size_div = collsim_fastdiv_make(<uint32_t> sizes[i])
+            self.levels[i].mesh = meshes[i] != 0
+        for i in range(self.n_phases):
+            if not 0 <= phase_levels[i] < self.n_levels:
+                raise ValueError(f"phase {i}: no level {phase_levels[i]}")
+            self.phases[i].kind = kinds[i]
+            self.phases[i].level = phase_levels[i]
+            self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
+            self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
+            self.phases[i].op = OP_REDUCE if self.phases[i].reduces else OP_COPY
+        self.slots_div = collsim_fastdiv_make(<uint32_t> self.slots)
+        self.piece_len = total // (chunks * channels)
+        self.piece_extra = total % (chunks * channels)
         self.order_unit = np.ascontiguousarray(order_unit, dtype=np.int64)
         self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
-        if self.ph_level.shape[0] != self.n_phases:
-            raise ValueError("ph_kind and ph_level differ in length")
-        cdef int64_t nslot = n_chips * channels * self.slots
-        self.st_phase = np.full(nslot, -1, dtype=np.int32)
-        self.st_ready = np.full(nslot, -1, dtype=np.int64)
+        self.n_streams = n_chips * channels * self.slots
         self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
-        self.st_entry = np.zeros(nslot, dtype=np.int64)
-        self.st_last = np.zeros(nslot, dtype=np.int64)
-        self.st_handled = np.zeros(nslot, dtype=np.int32)
-        self.st_expected = np.zeros(nslot, dtype=np.int32)
-        self.st_off = np.zeros(nslot, dtype=np.int64)
-        self.st_len = np.zeros(nslot, dtype=np.int64)
-        self.st_pos = np.zeros(nslot, dtype=np.int64)
-        self.st_peer = np.zeros(nslot, dtype=np.int64)
-        self.st_early = np.zeros(nslot * max(1, self.n_phases), dtype=np.int32)
-        self.tr_up = np.zeros(2 * nslot, dtype=np.int32)
-        self.tr_done = np.full(2 * nslot, -1, dtype=np.int64)
+        # a record and its early counters, rounded up to whole cache lines
+        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(int32_t) + CACHE_LINE - 1)
+                              // CACHE_LINE * CACHE_LINE)
+        free(self.streams)
+        self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
+        if self.streams == NULL:
+            raise MemoryError(f"hierarchical schedule: {self.n_streams:,} slot records")
         self.coalesce = False
         self.makespan_ps = 0
         self.pieces_done = 0
 
+    def __cinit__(self):
+        self.streams = NULL
+        self.phases = NULL
+        self.levels = NULL
+
+    def __dealloc__(self):
+        free(self.streams)
+        free(self.phases)
+        free(self.levels)
+
     def state_bytes(self):
-        """Bytes of the schedule's per-slot state arrays."""
-        cdef int64_t nslot = self.st_phase.shape[0]
-        return (nslot * (4 + 8 + 8 + 8 + 4 + 4 + 4 * 8) + self.st_early.shape[0] * 4 + self.tr_up.shape[0] * (4 + 8)
-                + self.ph_next.shape[0] * 8)
+        """Bytes of the schedule's per-slot state: the slot records and the per-phase chunk gates."""
+        return self.n_streams * self.stream_stride + self.ph_next.shape[0] * 8
+
+    cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
+        return <Stream*> (self.streams + sid * self.stream_stride)
+
+    cdef inline Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil:
+        """The slot of piece (j, ch) on chip: sid = (chip * channels + ch) * slots + j % slots."""
+        return self._stream((chip * self.channels + ch) * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div))
 
     # --- geometry ------------------------------------------------------------
 
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil:
         """Piece (j, ch): all_reduce: a buffer range; strided: a range inside every block."""
-        _split(0, self.total, self.chunks * self.channels, j * self.channels + ch, off, length)
+        cdef int64_t x = j * self.channels + ch
+        length[0] = self.piece_len + (1 if x < self.piece_extra else 0)
+        off[0] = x * self.piece_len + (x if x < self.piece_extra else self.piece_extra)
 
     cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
-        return (chip // self.lv_weight[lt]) % self.lv_size[lt]
+        cdef const Level* lv = &self.levels[lt]
+        return <int64_t> collsim_fastdiv_mod(collsim_fastdiv_div(chip, lv.weight_div), lv.size_div)
 
     cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil:
         """Odd channels run rings backwards when bidirectional (a mesh has no direction)."""
-        return self.bidirectional and (ch & 1) == 1 and self.lv_mesh[lt] == 0
+        return self.bidirectional and (ch & 1) == 1 and not self.levels[lt].mesh
 
     cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil:
         """Index of the part this chip keeps at level lt: its virtual ring position (mesh: its unit)."""
-        cdef int64_t unit = self._digit(chip, lt), g = self.lv_size[lt], pos
-        if self.lv_mesh[lt]:
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t unit = self._digit(chip, lt), pos
+        if lv.mesh:
             return unit
-        pos = unit if self.lv_order_off[lt] < 0 else self.order_pos[self.lv_order_off[lt] + unit]
-        return _wrap(-pos, g) if self._reversed(lt, ch) else pos
+        pos = unit if lv.order_off < 0 else self.order_pos[lv.order_off + unit]
+        return _wrap(-pos, lv.size) if self._reversed(lt, ch) else pos
 
     cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil:
         """The chip of chip's level-lt group that keeps part x (x = virtual ring position, mesh: unit)."""
-        cdef int64_t unit = x, pos, g = self.lv_size[lt]
-        if not self.lv_mesh[lt]:
-            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
-            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
-        return chip + (unit - self._digit(chip, lt)) * self.lv_weight[lt]
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t unit = x, pos
+        if not lv.mesh:
+            pos = _wrap(-x, lv.size) if self._reversed(lt, ch) else x
+            unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
+        return chip + (unit - self._digit(chip, lt)) * lv.weight
 
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil:
@@ -187,7 +276,7 @@ cdef class HierarchicalSchedule(Schedule):
         if self.strided:
             return
         for lt in range(depth):
-            _split(off[0], length[0], self.lv_size[lt], self._own_part(chip, lt, ch), off, length)
+            _split(off[0], length[0], self.levels[lt].size, self._own_part(chip, lt, ch), off, length)
 
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil:
         """Non-empty parts: parts 0..m-1 (split_counts puts the larger parts first)."""
@@ -195,175 +284,186 @@ cdef class HierarchicalSchedule(Schedule):
             return g
         return length if length < g else g
 
-    cdef int64_t _part_elems(self, int64_t lt, int64_t length, int64_t x) noexcept nogil:
-        cdef int64_t o, l
+    cdef inline int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
+        """Elements of part x of the stream's current phase (strided: all its runs)."""
         if self.strided:
-            return (self.n_chips // (self.lv_weight[lt] * self.lv_size[lt])) * length
-        _split(0, length, self.lv_size[lt], x, &o, &l)
-        return l
+            return self.levels[lt].runs * st.part_len
+        return st.part_len + (1 if x < st.part_extra else 0)
 
-    cdef void _send_part(self, Engine engine, int64_t src, int64_t dst, int64_t t_ps, int64_t p,
-                         int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt, int64_t x,
-                         int64_t off, int64_t length) noexcept nogil:
-        """Send part x of the level-lt split of (off, length) as one transfer.
+    cdef inline void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                                int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                                int64_t x) noexcept nogil:
+        """Send part x of the stream's level-lt split as one transfer (all_reduce: one message)."""
+        if self.strided:
+            self._send_runs(engine, st, src, dst, t_ps, p, step, j, ch, op, lt, x)
+        else:
+            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
 
-        Strided layout: part x holds the blocks whose level-<lt digits are the
+    cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
+                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t x) noexcept nogil:
+        """Strided layout: part x holds the blocks whose level-<lt digits are the
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
-        at stride g_0...g_lt blocks.  The receiver acts on the last message.
+        at stride g_0...g_lt blocks, one message each (one in all when coalescing).
+        The receiver acts on the last message.
         """
-        cdef int64_t o, l, g = self.lv_size[lt], w, stride, runs, base, unit, pos, r
-        if not self.strided:
-            _split(off, length, g, x, &o, &l)
-            engine.send(src, dst, t_ps, o, l, op, p, step, j, 2 * ch + 1)
-            return
-        w = self.lv_weight[lt]
-        stride = w * g
-        runs = self.n_chips // stride
+        cdef const Level* lv = &self.levels[lt]
+        cdef int64_t off = st.off, length = st.part_len, g = lv.size, w = lv.weight, runs = lv.runs
+        cdef int64_t stride = w * g, base, unit, pos, r
         if self.coalesce:
             engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
             return
         unit = x
-        if not self.lv_mesh[lt]:
+        if not lv.mesh:
             pos = _wrap(-x, g) if self._reversed(lt, ch) else x
-            unit = pos if self.lv_order_off[lt] < 0 else self.order_unit[self.lv_order_off[lt] + pos]
-        base = src % w + unit * w
+            unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
+        # src's offset inside its unit, src % w, without a division
+        base = src - <int64_t> collsim_fastdiv_div(src, lv.weight_div) * w + unit * w
         for r in range(runs):
             engine.send(src, dst, t_ps, (base + r * stride) * self.total + off, length, op, p, step, j,
                         2 * ch + (1 if r == runs - 1 else 0))
 
     # --- ring phases ---------------------------------------------------------
 
-    cdef inline void _open_stream(self, int64_t sid, int64_t p, int64_t entry_ps, int64_t off,
-                                  int64_t length, int64_t pos) noexcept nogil:
-        """Stream ``sid`` enters phase p at entry_ps on slice [off, off + length), as part ``pos``."""
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_last[sid] = entry_ps
-        self.st_handled[sid] = 0
-        self.st_off[sid] = off
-        self.st_len[sid] = length
-        self.st_pos[sid] = pos
+    cdef inline void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
+                                  int64_t length, int64_t parts, int64_t pos) noexcept nogil:
+        """The stream enters phase p at entry_ps on slice [off, off + length), cut in ``parts``, as part ``pos``.
+
+        The cut is made here, once per phase, so that deliveries size parts
+        without dividing.  Strided layout: every part is R runs of the piece.
+        """
+        st.phase = <int32_t> p
+        st.entry_ps = entry_ps
+        st.last_ps = entry_ps
+        st.handled = 0
+        st.off = off
+        if self.strided:
+            st.part_len = length
+            st.part_extra = 0
+        else:
+            st.part_len = length // parts
+            st.part_extra = length % parts
+        st.pos = <int32_t> pos
 
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
-        cdef int64_t lag = 2 if rs else 1
+                             Stream* st, int64_t entry_ps) noexcept nogil:
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size, lag = ph.lag
         cdef int64_t off, length, m, v, first, i, s, early
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
-        self._open_stream(sid, p, entry_ps, off, length, v)
-        self.st_peer[sid] = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
+        self._open_stream(st, p, entry_ps, off, length, g, v)
+        st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
-        self.st_expected[sid] = m - (1 if first < m else 0)
+        st.expected = <int32_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, chip, self.st_peer[sid], entry_ps, p, 0, j, ch,
-                            OP_REDUCE if rs else OP_COPY, lt, first, off, length)
-        early = self.st_early[sid * self.n_phases + p]
+            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
+        early = _early(st)[p]
         s = 0
         for i in range(early):
             s = _next_recv_step(v, g, m, lag, s)
-            self._ring_recv(engine, chip, ch, j, p, sid, s, entry_ps)
+            self._ring_recv(engine, chip, ch, j, p, st, s, entry_ps)
             s += 1
-        if self.st_handled[sid] == self.st_expected[sid]:
-            return self.st_last[sid]
+        if st.handled == st.expected:
+            return st.last_ps
         return -1
 
-    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t step, int64_t t_ps) noexcept nogil:
+    cdef inline void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
         """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_RING_RS
-        cdef int64_t lag = 2 if rs else 1
-        cdef int64_t length = self.st_len[sid], ready
-        cdef int64_t x = _wrap(self.st_pos[sid] - lag - step, g)
-        ready = _max(t_ps, self.st_entry[sid])
-        if rs:
-            ready = engine.reduce(chip, ready, self._part_elems(lt, length, x) * engine.elem_bytes)
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size
+        cdef int64_t ready
+        cdef int64_t x = _wrap(st.pos - ph.lag - step, g)
+        ready = _max(t_ps, st.entry_ps)
+        if ph.reduces:
+            ready = engine.reduce(chip, ready, self._part_elems(st, lt, x) * engine.elem_bytes)
         if step < g - 2:
-            self._send_part(engine, chip, self.st_peer[sid], ready, p, step + 1, j, ch,
-                            OP_REDUCE if rs else OP_COPY, lt, x, self.st_off[sid], length)
-        self.st_last[sid] = _max(self.st_last[sid], ready)
-        self.st_handled[sid] += 1
+            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x)
+        st.last_ps = _max(st.last_ps, ready)
+        st.handled += 1
 
     # --- mesh phases (direct fabric) -------------------------------------------
 
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], g = self.lv_size[lt]
-        cdef bint rs = self.ph_kind[p] == KIND_MESH_RS
+                             Stream* st, int64_t entry_ps) noexcept nogil:
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level, g = self.levels[lt].size
+        cdef bint rs = ph.reduces
         cdef int64_t off, length, m, u, d, x, i, early
         self._range(chip, ch, j, lt, &off, &length)
         m = self._parts(length, g)
         u = self._own_part(chip, lt, ch)
-        self._open_stream(sid, p, entry_ps, off, length, u)
+        self._open_stream(st, p, entry_ps, off, length, g, u)
         if rs:
             # every other unit's part goes straight to it; own part comes from all g - 1
             for d in range(1, g):
-                x = (u + d) % g
+                x = _wrap(u + d, g)
                 if x < m:
-                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
-                                    OP_REDUCE, lt, x, off, length)
-            self.st_expected[sid] = (g - 1) if u < m else 0
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
+                                    OP_REDUCE, lt, x)
+            st.expected = <int32_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
-                    self._send_part(engine, chip, self._chip_of_part(chip, lt, ch, (u + d) % g), entry_ps, p, 0,
-                                    j, ch, OP_COPY, lt, u, off, length)
-            self.st_expected[sid] = m - (1 if u < m else 0)
-        early = self.st_early[sid * self.n_phases + p]
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
+                                    p, 0, j, ch, OP_COPY, lt, u)
+            st.expected = <int32_t> (m - (1 if u < m else 0))
+        early = _early(st)[p]
         for i in range(early):
-            self._mesh_recv(engine, chip, ch, j, p, sid, entry_ps)
-        if self.st_handled[sid] == self.st_expected[sid]:
-            return self.st_last[sid]
+            self._mesh_recv(engine, chip, ch, j, p, st, entry_ps)
+        if st.handled == st.expected:
+            return st.last_ps
         return -1
 
-    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         int64_t sid, int64_t t_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p]
-        cdef int64_t ready = _max(t_ps, self.st_entry[sid])
-        if self.ph_kind[p] == KIND_MESH_RS:
-            ready = engine.reduce(chip, ready, self._part_elems(lt, self.st_len[sid], self.st_pos[sid])
-                                  * engine.elem_bytes)
-        self.st_last[sid] = _max(self.st_last[sid], ready)
-        self.st_handled[sid] += 1
+    cdef inline void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                         Stream* st, int64_t t_ps) noexcept nogil:
+        cdef const Phase* ph = &self.phases[p]
+        cdef int64_t lt = ph.level
+        cdef int64_t ready = _max(t_ps, st.entry_ps)
+        if ph.reduces:
+            ready = engine.reduce(chip, ready, self._part_elems(st, lt, st.pos) * engine.elem_bytes)
+        st.last_ps = _max(st.last_ps, ready)
+        st.handled += 1
 
     # --- double binary tree across nodes (all_reduce, top=tree) ------------------
 
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                             int64_t sid, int64_t entry_ps) noexcept nogil:
-        cdef int64_t lt = self.ph_level[p], node = chip // self.lv_weight[lt]
-        cdef int64_t off, length, half_off, half_len, t, k, nch, i, ready
+                             Stream* st, int64_t entry_ps) noexcept nogil:
+        cdef int64_t lt = self.phases[p].level
+        cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
+        cdef int64_t off, length, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
-        self.st_phase[sid] = p
-        self.st_entry[sid] = entry_ps
-        self.st_off[sid] = off
-        self.st_len[sid] = length
+        st.phase = <int32_t> p
+        st.entry_ps = entry_ps
+        # tree t carries half t of the range (all_reduce only: never strided)
+        st.off = off
+        st.part_len = length >> 1
+        st.part_extra = length & 1
         for t in range(2):
-            k = sid * 2 + t
-            _split(off, length, 2, t, &half_off, &half_len)
+            half_len = _part_len(st, t)
             if half_len == 0:
-                self.tr_done[k] = entry_ps
+                st.tree_done_ps[t] = entry_ps
                 continue
-            self.tr_done[k] = -1
+            st.tree_done_ps[t] = -1
             nch = ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                    + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0))
             ready = entry_ps
-            for i in range(self.tr_up[k]):
+            for i in range(st.tree_up[t]):
                 ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
-            if self.tr_up[k] == nch:
-                self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
-        return self._tree_finished(sid)
+            if st.tree_up[t] == nch:
+                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+        return self._tree_finished(st)
 
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                            int64_t sid, int64_t t, int64_t ready_ps) noexcept nogil:
+                            Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
-        cdef int64_t lt = self.ph_level[p], per_node = self.lv_weight[lt]
-        cdef int64_t node = chip // per_node, half_off, half_len, i, child
+        cdef int64_t lt = self.phases[p].level, per_node = self.levels[lt].weight
+        cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
+        cdef int64_t half_off = _part_off(st, t), half_len = _part_len(st, t), i, child
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
-        _split(self.st_off[sid], self.st_len[sid], 2, t, &half_off, &half_len)
         if parent >= 0:
             engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
                         p, 2 * t, j, 2 * ch + 1)
@@ -373,10 +473,35 @@ cdef class HierarchicalSchedule(Schedule):
             if child >= 0:
                 engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
                             p, 2 * t + 1, j, 2 * ch + 1)
-        self.tr_done[sid * 2 + t] = ready_ps
+        st.tree_done_ps[t] = ready_ps
 
-    cdef int64_t _tree_finished(self, int64_t sid) noexcept nogil:
-        cdef int64_t a = self.tr_done[sid * 2], b = self.tr_done[sid * 2 + 1]
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+                            int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
+        """A tree transfer has arrived in the phase the chip is in; returns the phase's completion or -1.
+
+        (Kept out of deliver so that the ring and mesh path stays small.)
+        """
+        cdef int64_t t = msg.tag[1] >> 1, i, child, ready
+        cdef const Level* lv = &self.levels[self.phases[p].level]
+        cdef int64_t per_node = lv.weight, node = <int64_t> collsim_fastdiv_div(chip, lv.weight_div)
+        if msg.tag[1] & 1:
+            # broadcast down: pass the half on to this chip's children
+            for i in range(2):
+                child = self.tree_child[(t * self.nodes + node) * 2 + i]
+                if child >= 0:
+                    engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
+                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
+            st.tree_done_ps[t] = t_ps
+        else:
+            st.tree_up[t] += 1
+            ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
+            if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
+                                 + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
+                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+        return self._tree_finished(st)
+
+    cdef inline int64_t _tree_finished(self, const Stream* st) noexcept nogil:
+        cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
         if a < 0 or b < 0:
             return -1
         return _max(a, b)
@@ -392,11 +517,12 @@ cdef class HierarchicalSchedule(Schedule):
         p lets the next piece in, after this piece's own sends of phase p + 1
         (older chunks go first on a link).
         """
-        cdef int64_t sid, done, kind, off, length
+        cdef int64_t done, kind, off, length
+        cdef Stream* st
         while True:
-            sid = (chip * self.channels + ch) * self.slots + j % self.slots
+            st = self._slot(chip, ch, j)
             if p == self.n_phases:
-                self._finish_piece(engine, chip, ch, j, sid, t_ps)
+                self._finish_piece(engine, chip, ch, j, st, t_ps)
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 j += self.in_flight
@@ -409,17 +535,17 @@ cdef class HierarchicalSchedule(Schedule):
                 continue
             if self.ph_next[(chip * self.channels + ch) * self.n_phases + p] != j:
                 # the previous chunk is still in phase p here: wait for its _release
-                self.st_ready[sid] = t_ps
+                st.ready_ps = t_ps
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 return
-            kind = self.ph_kind[p]
+            kind = self.phases[p].kind
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                done = self._enter_ring(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_ring(engine, chip, ch, j, p, st, t_ps)
             elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-                done = self._enter_mesh(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_mesh(engine, chip, ch, j, p, st, t_ps)
             else:
-                done = self._enter_tree(engine, chip, ch, j, p, sid, t_ps)
+                done = self._enter_tree(engine, chip, ch, j, p, st, t_ps)
             if p > 0:
                 self._release(engine, chip, ch, j, p - 1, t_ps)
             if done < 0:
@@ -430,31 +556,24 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _release(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                        int64_t t_ps) noexcept nogil:
         """Piece j left phase p at t_ps: piece j + 1 may enter it, at once if it is already waiting."""
-        cdef int64_t nxt = j + 1, sid, ready
+        cdef int64_t nxt = j + 1, ready
+        cdef Stream* st
         self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
         if nxt >= self.chunks:
             return
-        sid = (chip * self.channels + ch) * self.slots + nxt % self.slots
-        # waiting for phase p: finished p - 1 (st_phase == p - 1, or -1 for p == 0) with st_ready set
-        if self.st_ready[sid] >= 0 and self.st_phase[sid] == p - 1:
-            ready = _max(self.st_ready[sid], t_ps)
-            self.st_ready[sid] = -1
+        st = self._slot(chip, ch, nxt)
+        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) with ready_ps set
+        if st.ready_ps >= 0 and st.phase == p - 1:
+            ready = _max(st.ready_ps, t_ps)
+            st.ready_ps = -1
             self._run_from(engine, chip, ch, nxt, p, ready)
 
-    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t sid,
+    cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
                             int64_t t_ps) noexcept nogil:
-        cdef int64_t p
         if t_ps > self.makespan_ps:
             self.makespan_ps = t_ps
         self.pieces_done += 1
-        self.st_phase[sid] = -1
-        self.st_ready[sid] = -1
-        for p in range(self.n_phases):
-            self.st_early[sid * self.n_phases + p] = 0
-        self.tr_up[sid * 2] = 0
-        self.tr_up[sid * 2 + 1] = 0
-        self.tr_done[sid * 2] = -1
-        self.tr_done[sid * 2 + 1] = -1
+        _reset_stream(st, self.n_phases)
 
     # --- Schedule --------------------------------------------------------------
 
@@ -463,17 +582,10 @@ cdef class HierarchicalSchedule(Schedule):
         self.coalesce = engine.data is None
         self.makespan_ps = 0
         self.pieces_done = 0
-        for i in range(self.st_phase.shape[0]):
-            self.st_phase[i] = -1
-            self.st_ready[i] = -1
-            self.st_handled[i] = 0
+        for i in range(self.n_streams):
+            _reset_stream(self._stream(i), self.n_phases)
         for i in range(self.ph_next.shape[0]):
             self.ph_next[i] = 0
-        for i in range(self.st_early.shape[0]):
-            self.st_early[i] = 0
-        for i in range(self.tr_up.shape[0]):
-            self.tr_up[i] = 0
-            self.tr_done[i] = -1
         first = self.in_flight if self.in_flight < self.chunks else self.chunks
         for chip in range(self.n_chips):
             for j in range(first):
@@ -484,44 +596,27 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
-        cdef int64_t sid, kind, t, k, node, per_node, i, child, ready, done
+        cdef int64_t kind, done
+        cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
-        sid = (chip * self.channels + ch) * self.slots + j % self.slots
-        kind = self.ph_kind[p]
-        if self.st_phase[sid] != p:
+        st = self._slot(chip, ch, j)
+        kind = self.phases[p].kind
+        if st.phase != p:
             # early: the chip has not entered phase p for this piece yet (only
             # reductions travel up a tree before the receiver entered it)
             if kind == KIND_TREE_AR:
-                self.tr_up[sid * 2 + (msg.tag[1] >> 1)] += 1
+                st.tree_up[msg.tag[1] >> 1] += 1
             else:
-                self.st_early[sid * self.n_phases + p] += 1
+                _early(st)[p] += 1
             return
-        if kind == KIND_TREE_AR:
-            t = msg.tag[1] >> 1
-            k = sid * 2 + t
-            per_node = self.lv_weight[self.ph_level[p]]
-            node = chip // per_node
-            if msg.tag[1] & 1:
-                # broadcast down: pass the half on to this chip's children
-                for i in range(2):
-                    child = self.tree_child[(t * self.nodes + node) * 2 + i]
-                    if child >= 0:
-                        engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
-                                    msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
-                self.tr_done[k] = t_ps
-            else:
-                self.tr_up[k] += 1
-                ready = engine.reduce(chip, _max(t_ps, self.st_entry[sid]), msg.elem_count * engine.elem_bytes)
-                if self.tr_up[k] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
-                                     + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
-                    self._tree_up_done(engine, chip, ch, j, p, sid, t, ready)
-            done = self._tree_finished(sid)
+        if kind == KIND_RING_RS or kind == KIND_RING_AG:
+            self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
+            done = st.last_ps if st.handled == st.expected else -1
+        elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
+            self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
+            done = st.last_ps if st.handled == st.expected else -1
         else:
-            if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                self._ring_recv(engine, chip, ch, j, p, sid, msg.tag[1], t_ps)
-            else:
-                self._mesh_recv(engine, chip, ch, j, p, sid, t_ps)
-            done = self.st_last[sid] if self.st_handled[sid] == self.st_expected[sid] else -1
+            done = self._tree_recv(engine, msg, chip, ch, j, p, st, t_ps)
         if done >= 0:
             self._run_from(engine, chip, ch, j, p + 1, done)

@@ -21,8 +21,9 @@ With several channels a chip reduces its arrivals in order of arrival time,
 then channel.  The engine delivers equal-time messages in source-chip order,
 so an arrival at t is held and reduced at the end of the instant t
 (``Engine.call_at_end_of_instant``: after every delivery at t, before
-anything later); the reduction still starts at t, so no time is lost.  (A
-strict (step, channel) order would be deterministic too, but it couples the
+anything later, and no event); the reduction still starts at t, so no time
+is lost.  (A strict
+(step, channel) order would be deterministic too, but it couples the
 channels: on a multi-node ring the two directions cross the slow NIC hops at
 different steps, and each would wait for the other.)
 
@@ -36,7 +37,7 @@ one held arrival.
 import numpy as np
 
 from libc.stdint cimport int64_t, INT64_MAX
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
 
@@ -49,9 +50,16 @@ KIND_CODES = {
 
 
 cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) (C's % keeps the sign of x)."""
-    x = x % n
-    return x + n if x < 0 else x
+    """x mod n in [0, n) for x in [-n, 2n), without a division.
+
+    Callers move a ring position (in [0, n)) by at most n: one conditional
+    add or subtract is enough.
+    """
+    if x < 0:
+        return x + n
+    if x >= n:
+        return x - n
+    return x
 
 
 cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
@@ -88,39 +96,54 @@ cdef class RingSchedule(Schedule):
         self.kind = kind
         self.block_base = count // n
         self.block_extra = count % n
+        self.piece_q[0] = self.block_base // active
+        self.piece_rem[0] = self.block_base % active
+        self.piece_q[1] = (self.block_base + 1) // active
+        self.piece_rem[1] = (self.block_base + 1) % active
         self.sigma = 0 if kind == RING_ALL_GATHER else 1
         self.steps = 2 * (n - 1) if kind == RING_ALL_REDUCE else n - 1
         self.reduce_steps = 0 if kind == RING_ALL_GATHER else n - 1
         self.order = order_arr
         self.position = position_arr
         self.direction = np.array([-1 if (bidirectional and c % 2 == 1) else 1 for c in range(active)], dtype=np.int64)
-        self.held_ps = np.full(n * active, -1, dtype=np.int64)
-        self.held_step = np.zeros(n * active, dtype=np.int64)
+        free(self.lanes)  # (a second __init__ replaces them)
+        self.lanes = <Lane*> calloc(n * active, sizeof(Lane))
+        if self.lanes == NULL:
+            raise MemoryError(f"ring schedule: {n * active:,} lanes")
         self.settle_ps = np.full(n, -1, dtype=np.int64)
-        self.last_send_ps = np.zeros(n * active, dtype=np.int64)
 
-    cdef int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
+    def __cinit__(self):
+        self.lanes = NULL
+
+    def __dealloc__(self):
+        free(self.lanes)
+
+    cdef inline int64_t _block_at(self, int64_t p, int64_t c, int64_t g) noexcept nogil:
         """Block (chip id) whose piece step g of channel c carries out of position p."""
-        return self.order[_wrap(p - self.direction[c] * (g + self.sigma), self.n)]
+        # g + sigma <= steps + 1 <= 2n - 1: one subtraction brings it into [0, n)
+        cdef int64_t back = g + self.sigma
+        if back >= self.n:
+            back -= self.n
+        return self.order[_wrap(p - self.direction[c] * back, self.n)]
 
-    cdef void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
+    cdef inline void _piece(self, int64_t block, int64_t c, int64_t* offset, int64_t* count) noexcept nogil:
         """Channel c's slice of block ``block``: split_counts(count, n), then split_counts(|block|, C)."""
         cdef int64_t base = self.block_base, extra = self.block_extra
-        cdef int64_t size = base + (1 if block < extra else 0)
-        cdef int64_t start = block * base + (block if block < extra else extra)
-        cdef int64_t q = size // self.channels, rem = size % self.channels
+        cdef bint larger = block < extra
+        cdef int64_t start = block * base + (block if larger else extra)
+        cdef int64_t q = self.piece_q[larger], rem = self.piece_rem[larger]
         count[0] = q + (1 if c < rem else 0)
         offset[0] = start + c * q + (c if c < rem else rem)
 
     cdef void _send_step(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
         cdef int64_t block = self._block_at(p, c, g)
         cdef int64_t offset, count, chip = self.order[p]
-        cdef int64_t slot = chip * self.channels + c
+        cdef Lane* lane = &self.lanes[chip * self.channels + c]
         self._piece(block, c, &offset, &count)
         if count == 0:
             return
-        t_ps = _max(t_ps, self.last_send_ps[slot])   # in step order (equal times: seq keeps the order)
-        self.last_send_ps[slot] = t_ps
+        t_ps = _max(t_ps, lane.last_send_ps)   # in step order (equal times: seq keeps the order)
+        lane.last_send_ps = t_ps
         engine.send(chip, self.order[_wrap(p + self.direction[c], self.n)], t_ps, offset, count,
                     OP_REDUCE if g < self.reduce_steps else OP_COPY, g, c, block, 0)
 
@@ -136,32 +159,35 @@ cdef class RingSchedule(Schedule):
     cdef void _hold(self, Engine engine, int64_t p, int64_t c, int64_t g, int64_t t_ps) noexcept nogil:
         """Keep channel c's step-g arrival at t until the end of the instant t."""
         cdef int64_t chip = self.order[p]
-        cdef int64_t slot = chip * self.channels + c
-        self.held_ps[slot] = t_ps
-        self.held_step[slot] = g
+        cdef Lane* lane = &self.lanes[chip * self.channels + c]
+        # a channel's arrivals are >= 1 ps apart (each holds its link >= 1 ps),
+        # and the instant ends before the next: one arrival is held at most
+        lane.held_ps = t_ps
+        lane.held_step = g
         if self.settle_ps[chip] != t_ps:
             self.settle_ps[chip] = t_ps
             engine.call_at_end_of_instant(chip)
 
     cdef void end_of_instant(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil:
         """Reduce, channel by channel, everything that arrived at t_ps."""
-        cdef int64_t c, slot, arrived_ps
+        cdef int64_t c, arrived_ps
         cdef int64_t p = self.position[chip]
+        cdef Lane* lane
         for c in range(self.channels):
-            slot = chip * self.channels + c
-            arrived_ps = self.held_ps[slot]
+            lane = &self.lanes[chip * self.channels + c]
+            arrived_ps = lane.held_ps
             if arrived_ps < 0:
                 continue
-            self.held_ps[slot] = -1
-            self._reduce_and_forward(engine, p, c, self.held_step[slot], arrived_ps)
+            lane.held_ps = -1
+            self._reduce_and_forward(engine, p, c, lane.held_step, arrived_ps)
 
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t p, c
         for p in range(self.n):
             self.settle_ps[p] = -1
         for p in range(self.n * self.channels):
-            self.last_send_ps[p] = 0
-            self.held_ps[p] = -1
+            self.lanes[p].last_send_ps = 0
+            self.lanes[p].held_ps = -1
         for p in range(self.n):
             for c in range(self.channels):
                 self._send_step(engine, p, c, 0, 0)

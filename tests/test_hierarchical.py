@@ -529,3 +529,36 @@ def test_next_receive_step_skips_exactly_the_empty_parts():
                         # brute force: at step t position v receives part (v - lag - t) mod g; parts >= m are empty
                         want = next((t for t in range(s, g - 1) if (v - lag - t) % g < m), -1)
                         assert next_recv_step(v, g, m, lag, s) == want, (v, g, m, lag, s)
+
+
+def test_schedule_state_is_linear_in_chips_and_two_cache_lines_per_slot():
+    # same plan (two scale-up levels, ring across nodes: 6 phases), twice the nodes
+    levels = [("switch", 4), ("ring", 3)]
+    prm = params(channels=2, chunks=6, in_flight=2)
+    small = make_schedule(make_cluster(levels, 3), AR, 10_000, 4, prm)
+    large = make_schedule(make_cluster(levels, 6), AR, 10_000, 4, prm)
+    assert small.n_phases == large.n_phases == 6
+    assert large.state_bytes() == 2 * small.state_bytes()
+    # per (chip, channel): slots = min(2F, k) = 4 slot records of at most 128 bytes (the hot fields of
+    # a slot share one 64-byte line), plus one int64 chunk gate per phase
+    per_chip_channel = small.state_bytes() / (small.n_chips * small.channels)
+    assert per_chip_channel <= 4 * 128 + 6 * 8
+
+
+def test_schedule_rejects_ids_beyond_32_bits_and_levels_that_do_not_tile_the_chips():
+    from collectives._hierarchical import HierarchicalSchedule
+
+    one = np.zeros(1, dtype=np.int64)
+
+    def build(n_chips, chunks, size, weight):
+        # one ring reduce-scatter phase (kind 0) on one level
+        return HierarchicalSchedule(n_chips, 1, 100, False, chunks, 1, 1, False, 1, [0], [0], [size], [weight],
+                                    [0], [-1], one, one, -one, -np.ones(2, dtype=np.int64))
+
+    assert build(8, 4, 8, 1).n_phases == 1
+    with pytest.raises(ValueError, match="32 bits"):
+        build(2**32, 4, 2, 2**31)
+    with pytest.raises(ValueError, match="32 bits"):
+        build(8, 2**32, 8, 1)
+    with pytest.raises(ValueError, match="does not divide"):
+        build(8, 4, 3, 1)
