@@ -57,6 +57,7 @@ cdef class Router:
     cdef int64_t nics_per_leaf
     cdef int64_t trunks_per_leaf
     cdef collsim_fastdiv_t chips_per_nic_div
+    cdef collsim_fastdiv_t chips_per_node_div
     cdef collsim_fastdiv_t nics_per_leaf_div
     cdef collsim_fastdiv_t trunks_per_leaf_div
     cdef int64_t nic_up_first

@@ -59,6 +59,7 @@ cdef class Router:
         self.num_chips = cluster.chips
         self.num_links = cluster.num_links
         self.chips_per_node = cluster.topology.chips_per_node
+        self.chips_per_node_div = collsim_fastdiv_make(self.chips_per_node)
         self.num_levels = len(levels)
         groups = cluster.link_groups
         if len(groups) > MAX_GROUPS:
@@ -163,25 +164,28 @@ cdef class Router:
         return self.grp_latency_ps[self.group_of(link)]
 
     cdef int route(self, int64_t src, int64_t dst, LinkId* links) noexcept nogil:
-        cdef int64_t a[MAX_LEVELS]
-        cdef int64_t b[MAX_LEVELS]
         cdef uint64_t s = <uint64_t> src, d = <uint64_t> dst
-        cdef int64_t here = src
+        cdef uint64_t node_s, node_d
+        cdef int64_t here = src, a, b
         cdef int i, n = 0
         if src == dst:
             return 0
-        # mixed-radix coordinates; what is left is the node index
+        node_s = collsim_fastdiv_div(s, self.chips_per_node_div)
+        node_d = collsim_fastdiv_div(d, self.chips_per_node_div)
+        if node_s != node_d:
+            return self._route_scale_out(src, dst, node_s, node_d, links)
+        # mixed-radix coordinates, level by level; once the rest of the two ids
+        # agree, so do all higher levels (a send inside a low level stops early)
         for i in range(self.num_levels):
-            a[i] = collsim_fastdiv_mod(s, self.lvl_size_div[i])
+            a = collsim_fastdiv_mod(s, self.lvl_size_div[i])
             s = collsim_fastdiv_div(s, self.lvl_size_div[i])
-            b[i] = collsim_fastdiv_mod(d, self.lvl_size_div[i])
+            b = collsim_fastdiv_mod(d, self.lvl_size_div[i])
             d = collsim_fastdiv_div(d, self.lvl_size_div[i])
-        if s != d:
-            return self._route_scale_out(src, dst, s, d, links)
-        for i in range(self.num_levels):
-            if a[i] != b[i]:
-                n = self._route_level(i, here, a[i], b[i], links, n)
-                here += (b[i] - a[i]) * self.lvl_stride[i]
+            if a != b:
+                n = self._route_level(i, here, a, b, links, n)
+                here += (b - a) * self.lvl_stride[i]
+            if s == d:
+                break
         return n
 
     cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, LinkId* links, int n) noexcept nogil:
