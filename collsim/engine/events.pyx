@@ -91,13 +91,6 @@ cdef void _out_of_memory() noexcept nogil:
     abort()
 
 
-cdef void _free_array(EventArray* a) noexcept nogil:
-    free(a.items)
-    a.items = NULL
-    a.size = 0
-    a.capacity = 0
-
-
 # --- the side heap: 4-ary, children of i are 4i+1..4i+4 --------------------------------
 
 cdef inline int64_t _min_child(const Event* items, int64_t first, int64_t n) noexcept nogil:
