@@ -192,6 +192,21 @@ def _csv_row(cfg: DictConfig, spec: RunSpec, res: SizeResult, row: report.Row, f
     }
 
 
+def _check_data_fits(spec, ranks: int) -> None:
+    """Data fidelity: refuse, before any output, a largest size whose buffers cannot be held.
+
+    Each rank holds the buffers of its own chips (whole nodes, the first ranks one node more).
+    """
+    from collsim.engine.data import check_fits
+
+    cluster = spec.cluster
+    if cluster.chips < 2 or not spec.sizes:
+        return  # no data plane is built (nothing moves)
+    count = effective_count(spec.collective, max(spec.sizes) // spec.elem_bytes, cluster.chips)
+    chips_per_rank = -(-cluster.nodes // ranks) * cluster.topology.chips_per_node
+    check_fits(chips_per_rank, count, spec.dtype.value)
+
+
 def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, ranks: int = 1) -> list[dict]:
     """Validate, evaluate every size, print the table, write results.csv; return the rows.
 
@@ -209,6 +224,8 @@ def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, rank
             distributed.check_partition(spec.cluster, ranks)
             distributed.lookahead_ps(spec.cluster)
     n = spec.cluster.chips
+    if spec.fidelity == "data":
+        _check_data_fits(spec, ranks)
     factor = bus_factor(spec.collective, n)
     show_algo = spec.algorithm == "auto"
     title = {

@@ -137,3 +137,14 @@ def test_package_build_ships_configs(tmp_path):
     assert sorted(p.name for p in (shipped / "topology").glob("*.yaml")) == [
         "dgx-h100.yaml", "trn1.yaml", "trn1n.yaml", "trn2-ultraserver.yaml", "trn2.yaml", "trn3-ultraserver.yaml"]
     assert (shipped / "algorithm" / "ring.yaml").is_file()
+
+
+def test_data_fidelity_that_cannot_fit_is_refused_before_any_output(collsim):
+    # 64 trn2 servers x 1 TiB per chip can never be held: the largest size is checked
+    # up front, so not even the sizes that would fit are printed or written
+    proc = collsim("topology=trn2", "cluster.nodes=64", "fidelity=data", "sizes.min=1KiB", "sizes.max=1TiB")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("collsim: error: sizes.max: data fidelity needs"), proc.stderr
+    assert proc.stdout.strip() == ""
+    assert not (collsim.run_dir / "results.csv").exists()

@@ -35,28 +35,40 @@ def physical_memory_bytes():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def check_fits(chips, count, dtype, memory_bytes=None):
+    """Refuse (ConfigError) buffers of chips x count ``dtype`` elements that cannot be held.
+
+    The buffers and, at worst, as much again in payloads in flight must take at most
+    MEMORY_FRACTION of ``memory_bytes`` (default: this machine's physical memory).
+    Returns the numpy dtype.  The command calls it for the largest size before it
+    prints anything, so a size that does not fit never leaves a partial table.
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in _DTYPE_CODES:
+        raise ConfigError("dtype", f"data fidelity supports {', '.join(_DTYPE_CODES)}; got {dtype!r}")
+    if chips < 1 or count < 0:
+        raise ConfigError("sizes.max", f"need chips >= 1 and count >= 0, got chips={chips}, count={count}")
+    limit = MEMORY_FRACTION * (physical_memory_bytes() if memory_bytes is None else memory_bytes)
+    need = int(chips) * int(count) * dt.itemsize * 2     # Python ints: no overflow
+    if need > limit:
+        raise ConfigError(
+            "sizes.max",
+            f"data fidelity needs {need / 1e9:.2f} GB ({chips} chips x {count} {dt.name} x 2 for "
+            f"payloads in flight), more than {MEMORY_FRACTION:.0%} of physical memory "
+            f"({limit / 1e9:.2f} GB); use a smaller size, fewer chips or fidelity=event",
+        )
+    return dt
+
+
 cdef class DataPlane:
     """Buffers of ``chips`` x ``count`` elements of ``dtype`` plus a payload pool."""
 
     def __init__(self, int64_t chips, int64_t count, dtype, memory_bytes=None):
         cdef unsigned char[::1] raw
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            dt = None
-        if dt is None or dt.name not in _DTYPE_CODES:
-            raise ConfigError("dtype", f"data fidelity supports {', '.join(_DTYPE_CODES)}; got {dtype!r}")
-        if chips < 1 or count < 0:
-            raise ConfigError("sizes.max", f"need chips >= 1 and count >= 0, got chips={chips}, count={count}")
-        limit = MEMORY_FRACTION * (physical_memory_bytes() if memory_bytes is None else memory_bytes)
-        need = int(chips) * int(count) * dt.itemsize * 2     # Python ints: no overflow
-        if need > limit:
-            raise ConfigError(
-                "sizes.max",
-                f"data fidelity needs {need / 1e9:.2f} GB ({chips} chips x {count} {dt.name} x 2 for "
-                f"payloads in flight), more than {MEMORY_FRACTION:.0%} of physical memory "
-                f"({limit / 1e9:.2f} GB); use a smaller size, fewer chips or fidelity=event",
-            )
+        dt = check_fits(chips, count, dtype, memory_bytes)
         self.chips = chips
         self.count = count
         self.elem_bytes = dt.itemsize
