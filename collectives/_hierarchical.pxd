@@ -16,12 +16,8 @@ from collsim.engine.core cimport Engine, Schedule, Message
 
 # Division by a divisor fixed at construction, by multiplication (dividends
 # and divisors below 2**32; see the header).
-cdef extern from "fastdiv.h" nogil:
-    ctypedef struct collsim_fastdiv_t:
-        pass
-    collsim_fastdiv_t collsim_fastdiv_make(uint32_t d)
-    uint64_t collsim_fastdiv_div(uint64_t n, collsim_fastdiv_t f)
-    uint64_t collsim_fastdiv_mod(uint64_t n, collsim_fastdiv_t f)
+from collsim.engine.fastdiv cimport (collsim_fastdiv_t, collsim_fastdiv_make, collsim_fastdiv_div,
+                                     collsim_fastdiv_mod)
 
 cdef enum:
     KIND_RING_RS = 0

@@ -45,6 +45,7 @@ from libc.stdint cimport int64_t, int32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
+from collsim.engine.intmath cimport int_max as _max, wrap_once as _wrap
 
 
 cdef extern from "<stdlib.h>" nogil:
@@ -53,23 +54,6 @@ cdef extern from "<stdlib.h>" nogil:
 
 cdef enum:
     CACHE_LINE = 64
-
-
-cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) for x in [-n, 2n), without a division.
-
-    Every caller wraps a ring position or part index (in [0, n)) moved by at
-    most n: one conditional add or subtract is enough.
-    """
-    if x < 0:
-        return x + n
-    if x >= n:
-        return x - n
-    return x
-
-
-cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
-    return a if a > b else b
 
 
 cdef inline int32_t* _early(Stream* st) noexcept nogil:

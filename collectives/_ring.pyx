@@ -40,6 +40,7 @@ from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport calloc, malloc, free
 
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
+from collsim.engine.intmath cimport int_max as _max, wrap_once as _wrap
 
 KIND_CODES = {
     "all_reduce": RING_ALL_REDUCE,
@@ -47,23 +48,6 @@ KIND_CODES = {
     "all_gather": RING_ALL_GATHER,
 }
 """Collective name -> the ``kind`` code RingSchedule takes."""
-
-
-cdef inline int64_t _wrap(int64_t x, int64_t n) noexcept nogil:
-    """x mod n in [0, n) for x in [-n, 2n), without a division.
-
-    Callers move a ring position (in [0, n)) by at most n: one conditional
-    add or subtract is enough.
-    """
-    if x < 0:
-        return x + n
-    if x >= n:
-        return x - n
-    return x
-
-
-cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
-    return a if a > b else b
 
 
 cdef class RingSchedule(Schedule):

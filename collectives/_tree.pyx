@@ -47,6 +47,7 @@ import numpy as np
 from libc.stdint cimport int64_t, int32_t
 
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
+from collsim.engine.intmath cimport int_max as _max, int_min as _min
 
 KIND_CODES = {
     "all_reduce": TREE_ALL_REDUCE,
@@ -54,13 +55,6 @@ KIND_CODES = {
     "all_gather": TREE_ALL_GATHER,
 }
 """Collective name -> the ``kind`` code TreeSchedule takes."""
-
-cdef inline int64_t _min(int64_t a, int64_t b) noexcept nogil:
-    return a if a < b else b
-
-
-cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
-    return a if a > b else b
 
 
 # --- in-order binary tree on 0..N-1 ----------------------------------------------

@@ -3,13 +3,8 @@
 from libc.stdint cimport int64_t, int32_t, uint64_t, uint32_t
 
 # Division by divisors fixed at construction, by multiplication (chip ids < 2^32).
-cdef extern from "fastdiv.h" nogil:
-    ctypedef struct collsim_fastdiv_t:
-        uint64_t magic
-        uint64_t divisor
-    collsim_fastdiv_t collsim_fastdiv_make(uint32_t d)
-    uint64_t collsim_fastdiv_div(uint64_t n, collsim_fastdiv_t f)
-    uint64_t collsim_fastdiv_mod(uint64_t n, collsim_fastdiv_t f)
+from collsim.engine.fastdiv cimport (collsim_fastdiv_t, collsim_fastdiv_make, collsim_fastdiv_div,
+                                     collsim_fastdiv_mod)
 
 cdef enum:
     MAX_HOPS = 16          # longest path any supported topology produces

@@ -87,6 +87,7 @@ from collsim.engine.events cimport (Event, queue_init, queue_clear, queue_free, 
 
 cdef extern from *:
     void __builtin_prefetch(const void* address) nogil
+from collsim.engine.intmath cimport int_max as _max
 from collsim.errors import ConfigError
 
 cdef extern from "timing.h" nogil:
@@ -106,10 +107,6 @@ def serialization_ps(int64_t nbytes, int64_t rate_Bps):
     if nbytes < 0 or rate_Bps <= 0:
         raise ValueError("need nbytes >= 0 and rate_Bps > 0")
     return collsim_serialization_ps(nbytes, rate_Bps)
-
-
-cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
-    return a if a > b else b
 
 
 cdef class Schedule:
