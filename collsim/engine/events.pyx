@@ -45,6 +45,14 @@ cdef enum:
     _INSERTION_SORT_MAX = 32     # below this a batch is insertion-sorted, not radix-sorted
 
 
+cdef inline Event _event(int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
+    cdef Event ev
+    ev.time_ps = time_ps
+    ev.tie = tie
+    ev.slot = slot
+    return ev
+
+
 cdef inline bint _before(const Event* a, const Event* b) noexcept nogil:
     """Strict order (time, src, seq): never memory addresses."""
     return collsim_key_before(a.time_ps, a.tie, b.time_ps, b.tie)
@@ -391,10 +399,7 @@ cdef void queue_free(EventQueue* queue) noexcept nogil:
 
 
 cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev
-    ev.time_ps = time_ps
-    ev.tie = tie
-    ev.slot = slot
+    cdef Event ev = _event(time_ps, tie, slot)
     if queue.size == 0:
         queue.top = ev
     elif _before(&ev, &queue.top):
@@ -416,10 +421,7 @@ cdef void queue_pop(EventQueue* queue, Event* out) noexcept nogil:
 
 
 cdef void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev
-    ev.time_ps = time_ps
-    ev.tie = tie
-    ev.slot = slot
+    cdef Event ev = _event(time_ps, tie, slot)
     if queue.size == 1:
         queue.top = ev
         return
