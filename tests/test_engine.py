@@ -315,11 +315,26 @@ def mixed_cluster():
     return cluster_of(levels, nodes=2, nics_per_node=3, nic=LinkSpec(GBPS + 7, 5_001))
 
 
+def transit_cluster(ring_latency_ps=1_000):
+    """24 chips: 4-chip ring (messages in transit) x 3-chip switch per node, 2 nodes, a NIC per chip.
+
+    Sends at the current time may reserve their first link at once here (scale-up
+    links, NIC uplinks of one chip each), unless the ring's latency is 0.
+    """
+    levels = [Level("ring4", 4, Fabric.ring, LinkSpec(3 * GBPS, ring_latency_ps)),
+              Level("sw", 3, Fabric.switch, LinkSpec(7 * GBPS, 333))]
+    return cluster_of(levels, nodes=2, nics_per_node=12, nic=LinkSpec(GBPS + 7, 5_001))
+
+
+CLUSTERS = {"mixed": mixed_cluster, "transit": transit_cluster, "zero_latency": lambda: transit_cluster(0)}
+
+
+@pytest.mark.parametrize("name", CLUSTERS)
 @settings(max_examples=120, deadline=None)
-@given(scenario())
-def test_engine_matches_reference_model(case):
+@given(case=scenario())
+def test_engine_matches_reference_model(name, case):
     src, dst, nbytes, send_ps, after, reduce_nbytes = case
-    cluster = mixed_cluster()
+    cluster = CLUSTERS[name]()
     engine = Engine(Router(cluster), 2 * GBPS + 1, 1)
     s = ScriptedSchedule(src, dst, nbytes, send_ps=send_ps, after=after, reduce_nbytes=reduce_nbytes)
     makespan = engine.run(s)
@@ -375,3 +390,66 @@ def test_windowed_processing_gives_the_same_run(window_ps):
 
 def test_ops_constants():
     assert (COPY, REDUCE) == (0, 1)
+
+
+# --- first links reserved at send time -------------------------------------------------
+
+def test_send_reserves_first_link_at_once_only_when_nothing_is_queued_for_it():
+    # D (0 -> 1) is delivered at 2,000 ps; A (1 -> 2) was queued at start for 2,000 ps and
+    # C (1 -> 2) is sent when D arrives, also at 2,000 ps.  A has the smaller sequence
+    # number, so it goes first on link 1 -> 2 although its event is still queued when C is
+    # sent: C must not take the link on the spot.
+    cluster = ring(3)
+    engine = engine_for(cluster)
+    s = ScriptedSchedule(src=[0, 1, 1], dst=[1, 2, 2], count=[1, 5, 1], send_ps=[0, 2_000, 0], after=[-1, -1, 0])
+    engine.run(s)
+    # D: [0, 1000) + 1000 latency; A: [2000, 7000) -> 8000; C waits: [7000, 8000) -> 9000
+    assert s.delivered_ps.tolist() == [2_000, 8_000, 9_000]
+    assert engine.reserved_at_send == 1      # D only
+    assert engine.events == 3 + 3 and engine.link_events == 3
+
+
+@pytest.mark.parametrize("preset, nodes", [("trn2", 2), ("trn1", 2), ("trn3-ultraserver", 1), ("dgx-h100", 2)])
+@pytest.mark.parametrize("algorithm", ["ring", "tree", "hierarchical"])
+def test_reserving_at_send_changes_nothing_but_the_queue(preset, nodes, algorithm):
+    from collectives.base import AlgorithmParams, Collective
+    from collectives.registry import algorithm_module
+    from topologies.presets import preset_cluster
+
+    cluster = preset_cluster(preset, nodes)
+    runs = []
+    for at_send in (True, False):
+        schedule = algorithm_module(algorithm).make_schedule(cluster, Collective.all_reduce, 3 * 2**14 + 5, 4,
+                                                             AlgorithmParams(chunks=3, in_flight=2))
+        engine = Engine(Router(cluster), cluster.topology.chip.reduce_Bps, 4, reserve_at_send=at_send)
+        engine.run(schedule)
+        runs.append(engine)
+    spot, queued = runs
+    assert spot.reserved_at_send > 0 and queued.reserved_at_send == 0
+    assert (spot.makespan_ps, spot.events, spot.link_events, spot.peak_in_flight) == \
+        (queued.makespan_ps, queued.events, queued.link_events, queued.peak_in_flight)
+    assert np.array_equal(spot.link_free_ps_array(), queued.link_free_ps_array())
+    assert np.array_equal(spot.reduce_free_ps_array(), queued.reduce_free_ps_array())
+
+
+def test_no_reservation_at_send_when_a_scale_up_latency_is_zero():
+    # a zero-latency ring could bring a message in transit onto a link at the same
+    # instant as a send, after it: only the NIC uplinks (never in transit) qualify
+    cluster = transit_cluster(0)
+    engine = engine_for(cluster)
+    engine.run(ScriptedSchedule(src=[0, 0], dst=[1, 12], count=[10, 10]))
+    assert engine.reserved_at_send == 1      # the scale-out send (chip 0's NIC uplink)
+
+
+def test_pool_growth_inside_a_delivery():
+    # deliver() reads its message in place: when the sends it makes outgrow the pool
+    # (1,024 slots at first), the old pool must stay readable until deliver returns
+    n = 5_000
+    src = [0] + [1] * n
+    dst = [1] + [2] * n
+    after = [-1] + [0] * n
+    cluster = ring(3)
+    engine, s, makespan = run(cluster, src, dst, [1] * (n + 1), after=after)
+    expected = reference_run(cluster, src, dst, [1] * (n + 1), [0] * (n + 1), after, [0] * (n + 1), GBPS)
+    assert s.delivered_ps.tolist() == expected
+    assert engine.peak_in_flight == n

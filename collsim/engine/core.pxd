@@ -94,6 +94,9 @@ cdef class Engine:
     cdef int64_t num_msgs                 # slots created so far
     cdef int64_t* free_msgs               # free list of slots
     cdef int64_t num_free_msgs
+    cdef void* retired_pools[64]           # pools outgrown during a delivery, freed after it
+    cdef int num_retired_pools             # (the pool doubles: 64 growths are beyond any memory)
+    cdef bint delivering                   # inside schedule.deliver: a message of the pool is being read
     cdef int64_t ser_nbytes[MAX_GROUPS]   # per link group: last size serialized (-1: none) ...
     cdef int64_t ser_ps[MAX_GROUPS]       # ... and its time: collectives repeat sizes
     cdef int64_t reduce_nbytes_cached
@@ -105,6 +108,15 @@ cdef class Engine:
     cdef int64_t* settling                # chips waiting for the end of the current instant
     cdef int64_t num_settling
     cdef int64_t settling_cap
+    # Links whose first reservation send() may make on the spot (see send in core.pyx):
+    # [spot_first, spot_end), and for each the number of queued events whose next hop it is.
+    cdef int64_t spot_first
+    cdef int64_t spot_end
+    cdef object _spot_queued_arr
+    cdef int32_t* spot_queued
+    cdef readonly bint reserve_at_send    # False: every hop goes through the queue (tests compare)
+    cdef readonly int64_t reserved_at_send  # link events made by send() without a queued event
+    cdef bint sender_reacts               # the running schedule's sender_reacts
 
     # --- added: distributed execution (collsim/distributed.py drives it) -------
     # Rank r owns a contiguous block of whole nodes (nodes split as evenly as
@@ -135,6 +147,9 @@ cdef class Engine:
     # One reservation of msg's next link (DESIGN.md section 4); returns the
     # time of the message's next event (head at the next link, or delivery).
     cdef int64_t _hop(self, Message* msg) noexcept nogil
+    # Where msg goes after a hop that ended at t_next: another rank's outbox (returns 1,
+    # the slot is freed), or back into this rank's queue (returns 0; the caller queues it).
+    cdef int _hand_on(self, Message* msg, int64_t slot, int64_t t_next) noexcept nogil
     # Apply payload, free the slot, call schedule.deliver.
     cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
     # A delivery made on another rank, seen by the sender's rank (sender_reacts).
@@ -172,7 +187,7 @@ cdef class Engine:
     # belong to the rank of the chip that sends on them.
     cdef int rank_of_link(self, int64_t link) noexcept nogil
     # After a hop of msg: the other rank that must see it next, or -1.
-    cdef int _next_rank(self, Schedule schedule, const Message* msg) noexcept nogil
+    cdef int _next_rank(self, const Message* msg) noexcept nogil
     # Append a record for msg to the outbox; 0, or -1 when out of memory.
     cdef int _export(self, const Message* msg, int dest, int64_t time_ps, int64_t kind) noexcept nogil
     # Queue a received record; 0, or -1 when out of memory.

@@ -12,7 +12,11 @@ one event per hop, at the time its head reaches the link::
     head_{k+1} = start_k + lat_k ;  tail_k = end_k + lat_k   (tail_0 = send time)
 
 followed by a delivery event at tail_h, which applies the payload (data
-fidelity) and calls ``schedule.deliver``.  ser_k(b) = ceil(b * 1e12 / rate_k)
+fidelity) and calls ``schedule.deliver``.  A send at the current time whose
+first link nothing else can take at that instant reserves it at once, without
+a queued event (``reserve_at_send``; see "reserving a first link at send
+time" below): the same reservation, one queue round trip fewer.  ``events``
+and ``link_events`` count it all the same (``reserved_at_send`` says how many).  ser_k(b) = ceil(b * 1e12 / rate_k)
 ps in 128-bit integer arithmetic (``timing.h``), equal to
 ``collsim.units.serialization_ps``.  A chip's reduction unit is a FIFO server
 too (``reduce``).
@@ -134,12 +138,15 @@ cdef class Engine:
 
     def __cinit__(self):
         self.msgs = NULL
+        self.num_retired_pools = 0
+        self.delivering = False
         self.free_msgs = NULL
         queue_init(&self.queue)
         self.outbox = NULL
         self.settling = NULL
 
-    def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None, int rank=0, int ranks=1):
+    def __init__(self, Router router not None, reduce_Bps, elem_bytes, DataPlane data=None, int rank=0, int ranks=1,
+                 bint reserve_at_send=True):
         if int(reduce_Bps) <= 0:
             raise ConfigError("topology.chip.reduce_bandwidth", f"must be > 0 bytes/s, got {reduce_Bps!r}")
         if int(elem_bytes) <= 0:
@@ -170,6 +177,10 @@ cdef class Engine:
         self._reduce_free_arr = np.zeros(router.num_chips, dtype=np.int64)
         self._next_seq_arr = np.zeros(router.num_chips, dtype=np.int64)
         self.link_free_ps = _pointer(self._link_free_arr)
+        self.reserve_at_send = reserve_at_send
+        self.spot_first, self.spot_end = _spot_links(router)
+        self._spot_queued_arr = np.zeros(max(1, self.spot_end - self.spot_first), dtype=np.int32)
+        self.spot_queued = _pointer32(self._spot_queued_arr)
         self.reduce_free_ps = _pointer(self._reduce_free_arr)
         self.next_seq = _pointer(self._next_seq_arr)
         self.msg_capacity = 1024
@@ -188,6 +199,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         queue_free(&self.queue)
+        _free_retired_pools(self)
         free(self.msgs)
         free(self.free_msgs)
         free(self.outbox)
@@ -249,6 +261,8 @@ cdef class Engine:
 
     cdef int _begin(self, Schedule schedule) except -1:
         self._link_free_arr.fill(0)
+        self._spot_queued_arr.fill(0)
+        self.sender_reacts = schedule.sender_reacts
         self._reduce_free_arr.fill(0)
         self._next_seq_arr.fill(0)
         queue_clear(&self.queue)
@@ -262,6 +276,7 @@ cdef class Engine:
             self.data.reset_pool()
         self.events = 0
         self.link_events = 0
+        self.reserved_at_send = 0
         self.now_ps = 0
         self.reduce_end_ps = 0
         self.peak_in_flight = 0
@@ -284,7 +299,6 @@ cdef class Engine:
         cdef Message* msg
         cdef Message* upcoming
         cdef int64_t done = 0, t_next, ahead
-        cdef int dest
         while self.error == ERR_NONE:
             if self.num_settling > 0 and (self.queue.size == 0 or self.queue.top.time_ps != self.now_ps):
                 # every event at now_ps has been processed (the next is later, or in the
@@ -316,18 +330,12 @@ cdef class Engine:
             if msg.hop < msg.nhops:
                 self.events += 1
                 done += 1
+                _count_unqueued(self, msg.links[msg.hop])
                 t_next = self._hop(msg)
-                if self.ranks > 1:
-                    dest = self._next_rank(schedule, msg)
-                    if dest >= 0 and msg.hop < msg.nhops:
-                        # the next link is another rank's: the message moves there
-                        queue_pop(&self.queue, &ev)
-                        if self._export(msg, dest, t_next, WIRE_HOP) != 0:
-                            self._fail(ERR_NOMEM, 0, 0, 0)
-                        _free_slot(self, ev.slot)
-                        continue
-                    if dest >= 0 and self._export(msg, dest, t_next, WIRE_SENDER) != 0:
-                        self._fail(ERR_NOMEM, 0, 0, 0)
+                if self.ranks > 1 and self._hand_on(msg, top.slot, t_next):
+                    queue_pop(&self.queue, &ev)      # it moved to another rank
+                    continue
+                _count_queued(self, msg)
                 # the message's next event replaces this one: one sift, no push
                 queue_replace_top(&self.queue, t_next, top.tie, top.slot)
             elif msg.hop == msg.nhops:
@@ -340,7 +348,7 @@ cdef class Engine:
                 self._deliver_to_sender(schedule, ev.slot, ev.time_ps)
         return done
 
-    cdef int _next_rank(self, Schedule schedule, const Message* msg) noexcept nogil:
+    cdef int _next_rank(self, const Message* msg) noexcept nogil:
         """After a hop: the rank that must see the message next when it is not this one, else -1.
 
         Before the last link: the owner of the next link (only scale-out links
@@ -356,9 +364,23 @@ cdef class Engine:
                 return -1
             dest = self.rank_of_link(link)
             return -1 if dest == self.rank else dest
-        if schedule.sender_reacts and not self.owns_chip(msg.src):
+        if self.sender_reacts and not self.owns_chip(msg.src):
             return self.rank_of_node(msg.src // self.router.chips_per_node)
         return -1
+
+    cdef int _hand_on(self, Message* msg, int64_t slot, int64_t t_next) noexcept nogil:
+        cdef int dest = self._next_rank(msg)
+        if dest < 0:
+            return 0
+        if msg.hop < msg.nhops:
+            # the next link is another rank's: the message moves there
+            if self._export(msg, dest, t_next, WIRE_HOP) != 0:
+                self._fail(ERR_NOMEM, 0, 0, 0)
+            _free_slot(self, slot)
+            return 1
+        if self._export(msg, dest, t_next, WIRE_SENDER) != 0:
+            self._fail(ERR_NOMEM, 0, 0, 0)
+        return 0
 
     cdef int64_t _hop(self, Message* msg) noexcept nogil:
         cdef int64_t link = msg.links[msg.hop]
@@ -380,22 +402,31 @@ cdef class Engine:
         return msg.tail_ps        # delivery
 
     cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
-        # Work on a copy: the slot is recycled before deliver() so that the
-        # schedule's own sends may reuse it (or grow the pool) safely.
-        cdef Message msg = self.msgs[slot]
-        _free_slot(self, slot)
+        # deliver() reads the message in place.  The slot is freed after it, so the
+        # schedule's sends cannot take it, and a pool they outgrow stays readable
+        # until then (_alloc_message retires it instead of freeing it).
+        cdef Message* msg = &self.msgs[slot]
         if msg.payload >= 0:
             self.data.apply(msg.payload, msg.dst - self.chip_lo, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
             msg.payload = -1
-        schedule.deliver(self, &msg, t_ps)
+        self.delivering = True
+        schedule.deliver(self, msg, t_ps)
+        self.delivering = False
+        _free_slot(self, slot)
+        if self.num_retired_pools > 0:
+            _free_retired_pools(self)
 
     cdef void _deliver_to_sender(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
         """The sender's side of a delivery made on another rank (WIRE_SENDER): deliver() without payload."""
-        cdef Message msg = self.msgs[slot]
-        _free_slot(self, slot)
+        cdef Message* msg = &self.msgs[slot]
         msg.hop = msg.nhops
         msg.payload = -1
-        schedule.deliver(self, &msg, t_ps)
+        self.delivering = True
+        schedule.deliver(self, msg, t_ps)
+        self.delivering = False
+        _free_slot(self, slot)
+        if self.num_retired_pools > 0:
+            _free_retired_pools(self)
 
     cdef int64_t _alloc_message(self) noexcept nogil:
         cdef int64_t capacity
@@ -408,7 +439,10 @@ cdef class Engine:
                 if msgs == NULL:
                     return -1
                 memcpy(msgs, self.msgs, self.msg_capacity * sizeof(Message))
-                free(self.msgs)
+                if self.delivering:
+                    _retire_pool(self, self.msgs)  # deliver() is reading a message of it
+                else:
+                    free(self.msgs)
                 self.msgs = msgs
                 free_list = <int64_t*> realloc(self.free_msgs, capacity * sizeof(int64_t))
                 if free_list == NULL:
@@ -419,8 +453,9 @@ cdef class Engine:
             self.num_free_msgs = 1
             self.num_msgs += 1
         self.num_free_msgs -= 1
-        if self.num_msgs - self.num_free_msgs > self.peak_in_flight:
-            self.peak_in_flight = self.num_msgs - self.num_free_msgs
+        # (the message being delivered, if any, holds its slot until deliver returns: not in flight)
+        if self.num_msgs - self.num_free_msgs - self.delivering > self.peak_in_flight:
+            self.peak_in_flight = self.num_msgs - self.num_free_msgs - self.delivering
         return self.free_msgs[self.num_free_msgs]
 
     cdef void _fail(self, int code, int64_t a, int64_t b, int64_t c) noexcept nogil:
@@ -453,7 +488,7 @@ cdef class Engine:
                       int64_t elem_offset, int64_t elem_count, int32_t op,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
         cdef int64_t n = self.router.num_chips
-        cdef int64_t slot
+        cdef int64_t slot, seq
         cdef Message* msg
         if self.error != ERR_NONE:
             return -1
@@ -483,7 +518,16 @@ cdef class Engine:
                 _free_slot(self, slot)
                 self._fail(ERR_NOMEM, 0, 0, 0)
                 return -1
-        return _queue(self, slot)
+        if t_ps == self.now_ps and msg.nhops > 0 and self.reserve_at_send and _spot_free(self, msg.links[0]):
+            # Nothing can reach this link before the message at this instant (see
+            # _spot_links): its event would reserve it exactly as this does, later.
+            seq = msg.seq
+            self.events += 1
+            self.reserved_at_send += 1
+            t_ps = self._hop(msg)
+            if self.ranks > 1 and self._hand_on(msg, slot, t_ps):
+                return seq
+        return _queue(self, slot, t_ps)
 
     cdef int64_t wake(self, int64_t chip, int64_t t_ps,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
@@ -508,7 +552,7 @@ cdef class Engine:
         msg.nbytes = 0
         msg.op = OP_WAKE
         msg.nhops = 0
-        return _queue(self, slot)
+        return _queue(self, slot, t_ps)
 
     cdef void call_at_end_of_instant(self, int64_t chip) noexcept nogil:
         cdef int64_t capacity
@@ -631,7 +675,7 @@ cdef class Engine:
             msg.payload = _load_payload(self.data, payload, rec.payload_nbytes)
             if msg.payload < 0:
                 return -1
-        if queue_push(&self.queue, rec.time_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+        if _queue(self, slot, rec.time_ps) < 0:
             return -1
         self.imported += 1
         return 0
@@ -733,6 +777,18 @@ cdef inline Message* _alloc_pool(int64_t capacity) noexcept nogil:
     return <Message*> aligned_alloc(64, capacity * sizeof(Message))
 
 
+cdef inline void _retire_pool(Engine self, Message* pool) noexcept nogil:
+    """Keep an outgrown pool until the current delivery ends."""
+    self.retired_pools[self.num_retired_pools] = pool
+    self.num_retired_pools += 1
+
+
+cdef void _free_retired_pools(Engine self) noexcept nogil:
+    while self.num_retired_pools > 0:
+        self.num_retired_pools -= 1
+        free(self.retired_pools[self.num_retired_pools])
+
+
 cdef inline void _free_slot(Engine self, int64_t slot) noexcept nogil:
     self.free_msgs[self.num_free_msgs] = slot
     self.num_free_msgs += 1
@@ -767,13 +823,71 @@ cdef inline int64_t _new_message(Engine self, int64_t src, int64_t dst, int64_t 
     return slot
 
 
-cdef inline int64_t _queue(Engine self, int64_t slot) noexcept nogil:
-    """Push a new message's first event (its send time); returns its seq, or -1 when out of memory."""
+cdef inline int64_t _queue(Engine self, int64_t slot, int64_t t_ps) noexcept nogil:
+    """Push the message's next event (at t_ps); returns its seq, or -1 when out of memory."""
     cdef Message* msg = &self.msgs[slot]
-    if queue_push(&self.queue, msg.head_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
+    if queue_push(&self.queue, t_ps, (<uint64_t> msg.src << self.seq_bits) | <uint64_t> msg.seq, slot) != 0:
         self._fail(ERR_NOMEM, 0, 0, 0)
         return -1
+    _count_queued(self, msg)
     return msg.seq
+
+
+# --- reserving a first link at send time ---------------------------------------------
+#
+# A send at the current time t whose first link l nothing else can reach at t is
+# reserved at once instead of through an event at t: FIFO order on l (DESIGN.md
+# section 4) is then already decided.  What could still be served on l before it at t:
+#   * an event queued for l at t (an earlier send at t by the same chip, or a message
+#     in transit): we count the events queued for each such link and require none;
+#   * an event for l made later in this instant: a message in transit reaches l one
+#     link latency after its previous hop, so never at t when every link that can
+#     feed l has latency > 0; a send by another chip cannot start on l.
+# `_spot_links` picks the links where this holds.  Results are identical either way
+# (Engine(reserve_at_send=False) keeps every hop in the queue; tests compare); it
+# saves an event, a queue round trip and a cold read of the message per such send.
+
+cdef tuple _spot_links(Router router):
+    """[first, end) of the link ids a send may reserve at once.
+
+    Scale-up links leave one chip each, so only that chip starts messages on
+    them; messages in transit (torus, multi-level) are counted, and need every
+    scale-up latency > 0.  A NIC uplink is a first hop only, and carries one
+    chip's sends when that chip has the NIC to itself.  Scale-up ids come first,
+    then NIC uplinks.
+    """
+    cdef int i
+    cdef int64_t up_end = router.nic_up_first if router.nic_up_first >= 0 else router.num_links
+    cdef bint up_ok = True
+    cdef bint nic_ok = router.nic_up_first >= 0 and router.chips_per_nic == 1
+    for i in range(router.num_levels):
+        if router.latency_ps(router.lvl_first[i]) <= 0:
+            up_ok = False
+    if up_ok:
+        return 0, (router.nic_down_first if nic_ok else up_end)
+    if nic_ok:
+        return router.nic_up_first, router.nic_down_first
+    return 0, 0
+
+
+cdef inline bint _on_spot_link(Engine self, int64_t link) noexcept nogil:
+    return <uint64_t> (link - self.spot_first) < <uint64_t> (self.spot_end - self.spot_first)
+
+
+cdef inline bint _spot_free(Engine self, int64_t link) noexcept nogil:
+    """link may be reserved at send time: a spot link with no event queued for it."""
+    return _on_spot_link(self, link) and self.spot_queued[link - self.spot_first] == 0
+
+
+cdef inline void _count_queued(Engine self, const Message* msg) noexcept nogil:
+    """msg's event was queued: when it is a hop onto a spot link, that link has one more waiting."""
+    if msg.hop < msg.nhops and _on_spot_link(self, msg.links[msg.hop]):
+        self.spot_queued[msg.links[msg.hop] - self.spot_first] += 1
+
+
+cdef inline void _count_unqueued(Engine self, int64_t link) noexcept nogil:
+    if _on_spot_link(self, link):
+        self.spot_queued[link - self.spot_first] -= 1
 
 
 cdef inline int64_t _pad8(int64_t n) noexcept nogil:
@@ -804,6 +918,12 @@ cdef int64_t* _pointer(arr):
     cdef int64_t[::1] view = arr
     if view.shape[0] == 0:
         return NULL
+    return &view[0]
+
+
+cdef int32_t* _pointer32(arr):
+    """Data pointer of a C-contiguous, non-empty int32 numpy array (owned by the caller)."""
+    cdef int32_t[::1] view = arr
     return &view[0]
 
 
