@@ -144,9 +144,6 @@ cdef class Engine:
     # Process, in (time, src, seq) order, every event earlier than t_end_ps.
     # Returns the number processed; stops early when self.error is set.
     cdef int64_t _process_until(self, Schedule schedule, int64_t t_end_ps) noexcept nogil
-    # One reservation of msg's next link (DESIGN.md section 4); returns the
-    # time of the message's next event (head at the next link, or delivery).
-    cdef int64_t _hop(self, Message* msg) noexcept nogil
     # Where msg goes after a hop that ended at t_next: another rank's outbox (returns 1,
     # the slot is freed), or back into this rank's queue (returns 0; the caller queues it).
     cdef int _hand_on(self, Message* msg, int64_t slot, int64_t t_next) noexcept nogil

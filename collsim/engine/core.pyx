@@ -331,7 +331,7 @@ cdef class Engine:
                 self.events += 1
                 done += 1
                 _count_unqueued(self, msg.links[msg.hop])
-                t_next = self._hop(msg)
+                t_next = _hop(self, msg)
                 if self.ranks > 1 and self._hand_on(msg, top.slot, t_next):
                     queue_pop(&self.queue, &ev)      # it moved to another rank
                     continue
@@ -381,25 +381,6 @@ cdef class Engine:
         if self._export(msg, dest, t_next, WIRE_SENDER) != 0:
             self._fail(ERR_NOMEM, 0, 0, 0)
         return 0
-
-    cdef int64_t _hop(self, Message* msg) noexcept nogil:
-        cdef int64_t link = msg.links[msg.hop]
-        cdef int g = self.router.group_of(link)
-        cdef int64_t lat = self.router.grp_latency_ps[g]
-        cdef int64_t start = _max(msg.head_ps, self.link_free_ps[link])
-        cdef int64_t end
-        if self.ser_nbytes[g] != msg.nbytes:
-            self.ser_nbytes[g] = msg.nbytes
-            self.ser_ps[g] = collsim_serialization_ps(msg.nbytes, self.router.grp_rate_Bps[g])
-        end = _max(start + self.ser_ps[g], msg.tail_ps)
-        self.link_free_ps[link] = end
-        self.link_events += 1
-        msg.tail_ps = end + lat
-        msg.hop += 1
-        if msg.hop < msg.nhops:
-            msg.head_ps = start + lat
-            return msg.head_ps
-        return msg.tail_ps        # delivery
 
     cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
         # deliver() reads the message in place.  The slot is freed after it, so the
@@ -524,7 +505,7 @@ cdef class Engine:
             seq = msg.seq
             self.events += 1
             self.reserved_at_send += 1
-            t_ps = self._hop(msg)
+            t_ps = _hop(self, msg)
             if self.ranks > 1 and self._hand_on(msg, slot, t_ps):
                 return seq
         return _queue(self, slot, t_ps)
@@ -775,6 +756,37 @@ cdef class Engine:
 cdef inline Message* _alloc_pool(int64_t capacity) noexcept nogil:
     """Room for capacity messages, 64-byte aligned (a hop reads one whole cache line); NULL when out of memory."""
     return <Message*> aligned_alloc(64, capacity * sizeof(Message))
+
+
+# --- one link reservation (plain C: it runs once per link-event) ------------------------
+
+cdef inline int _group_of(Router router, int64_t link) noexcept nogil:
+    """Router.group_of without its method call: the group whose id range holds link."""
+    cdef int g = 0
+    while g < router.num_groups - 1 and link >= router.grp_end[g]:
+        g += 1
+    return g
+
+
+cdef inline int64_t _hop(Engine self, Message* msg) noexcept nogil:
+    """Reserve msg's next link (DESIGN.md section 4); the time of its next event (head at the next link, or delivery)."""
+    cdef int64_t link = msg.links[msg.hop]
+    cdef int g = _group_of(self.router, link)
+    cdef int64_t lat = self.router.grp_latency_ps[g]
+    cdef int64_t start = _max(msg.head_ps, self.link_free_ps[link])
+    cdef int64_t end
+    if self.ser_nbytes[g] != msg.nbytes:
+        self.ser_nbytes[g] = msg.nbytes
+        self.ser_ps[g] = collsim_serialization_ps(msg.nbytes, self.router.grp_rate_Bps[g])
+    end = _max(start + self.ser_ps[g], msg.tail_ps)
+    self.link_free_ps[link] = end
+    self.link_events += 1
+    msg.tail_ps = end + lat
+    msg.hop += 1
+    if msg.hop < msg.nhops:
+        msg.head_ps = start + lat
+        return msg.head_ps
+    return msg.tail_ps        # delivery
 
 
 cdef inline void _retire_pool(Engine self, Message* pool) noexcept nogil:
