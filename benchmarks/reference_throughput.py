@@ -2,7 +2,8 @@
 
 Workloads (issue 3 item 8, issue 6 item 3), 1 GiB fp32 all-reduce on the shipped presets:
 ring on 1,024 chips (64 trn2 servers), hierarchical on 16 trn2 servers, 256 trn2 servers
-(ring across servers) and 64 trn3 UltraServers (tree across them).  For each: events, link events, CPU seconds of ``Engine.run``
+(ring across servers) and 64 trn3 UltraServers (tree across them).  For each: events, link events (and how many of them ``send`` reserved at once, without a queued
+event), CPU seconds of ``Engine.run``
 (CPU, not wall, because the machine is shared), link-events per CPU second (target
 >= 10 M/s on one core), all events per CPU second, and peak RSS.
 
@@ -64,7 +65,8 @@ def main() -> None:
         cpu, wall = statistics.median(cpus), statistics.median(walls)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{name:<14} {preset:>16} x{nodes:<4} {algorithm:<12} events {engine.events:>12,} "
-              f"link events {engine.link_events:>12,}  run {cpu:7.3f} s CPU ({wall:7.3f} s wall)  "
+              f"link events {engine.link_events:>12,} (at send {engine.reserved_at_send:>11,})  "
+              f"run {cpu:7.3f} s CPU ({wall:7.3f} s wall)  "
               f"{engine.link_events / cpu / 1e6:6.2f} M link-ev/s  {engine.events / cpu / 1e6:6.2f} M ev/s  "
               f"peak RSS {rss:6.0f} MiB", flush=True)
 
