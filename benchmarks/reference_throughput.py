@@ -2,10 +2,10 @@
 
 Workloads (issue 3 item 8, issue 6 item 3), 1 GiB fp32 all-reduce on the shipped presets:
 ring on 1,024 chips (64 trn2 servers), hierarchical on 16 trn2 servers, 256 trn2 servers
-(ring across servers) and 64 trn3 UltraServers (tree across them).  For each: events, link events (and how many of them ``send`` reserved at once, without a queued
-event), CPU seconds of ``Engine.run``
-(CPU, not wall, because the machine is shared), link-events per CPU second (target
->= 10 M/s on one core), all events per CPU second, and peak RSS.
+(ring across servers) and 64 trn3 UltraServers (tree across them).  For each: events, link
+events (and how many of them ``send`` reserved at once, without a queued event), CPU seconds
+of ``Engine.run`` (CPU, not wall, because the machine is shared), link-events per CPU second
+(target >= 10 M/s on one core), all events per CPU second, and peak RSS.
 
     .venv/bin/python benchmarks/reference_throughput.py [--only NAME ...] [--repeats 3]
 
