@@ -42,18 +42,20 @@ ctypedef struct Level:
 ctypedef struct Phase:
     int64_t kind                  # KIND_*
     int64_t level                 # lt
+    int64_t size                  # g, its level's size (a delivery reads this table only)
+    int64_t last_step             # ring: g - 2, the last step; a part received at an earlier step is sent on
     int64_t lag                   # ring: position v receives part v - lag - step (2 RS, 1 AG)
+    int64_t part_scale            # bytes per element of a part's cut: elem_bytes, x runs when strided (set by start)
     int32_t op                    # what its ring messages do: OP_REDUCE for the reduce-scatter kinds, else OP_COPY
     bint reduces                  # arrivals are reduced (RS kinds)
 
 
 # What a chip keeps about one slot.  The fields every ring / mesh delivery
-# touches come first and fill exactly 64 bytes; the ones used when a phase
+# touches come first and fit in 64 bytes; the ones used when a phase
 # changes and by the tree phase follow.
 ctypedef struct Stream:
     int32_t phase            # phase entered, -1 before the piece starts
-    int32_t handled          # transfers handled in the current phase
-    int32_t expected         # transfers the current phase must receive
+    int32_t remaining        # transfers the current phase must still receive (0: phase done)
     int32_t pos              # own part index in the current phase (< level size)
     int64_t entry_ps         # when the current phase was entered
     int64_t last_ps          # latest readiness so far in the current phase
@@ -116,7 +118,6 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
-    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil
     cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
                          int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
@@ -131,12 +132,12 @@ cdef class HierarchicalSchedule(Schedule):
                            int64_t length, int64_t parts, int64_t pos) noexcept nogil
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t ch, int64_t j, int64_t p,
                          Stream* st, int64_t step, int64_t t_ps) noexcept nogil
     cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t t_ps) noexcept nogil
+    cdef void _mesh_recv(self, Engine engine, const Phase* ph, int64_t chip, Stream* st,
+                         int64_t t_ps) noexcept nogil
     cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
@@ -144,6 +145,8 @@ cdef class HierarchicalSchedule(Schedule):
     cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t ch,
+                             int64_t j, int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                         int64_t t_ps) noexcept nogil

@@ -66,6 +66,11 @@ cdef inline int64_t _part_len(const Stream* st, int64_t x) noexcept nogil:
     return st.part_len + (1 if x < st.part_extra else 0)
 
 
+cdef inline int64_t _part_bytes(const Stream* st, const Phase* ph, int64_t x) noexcept nogil:
+    """Bytes of part x of the stream's current phase (strided: all its runs; part_extra is 0 there)."""
+    return (st.part_len + (1 if x < st.part_extra else 0)) * ph.part_scale
+
+
 cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
     """First element of part x of the stream's slice (all_reduce layout)."""
     return st.off + x * st.part_len + (x if x < st.part_extra else st.part_extra)
@@ -170,6 +175,9 @@ cdef class HierarchicalSchedule(Schedule):
                 raise ValueError(f"phase {i}: no level {phase_levels[i]}")
             self.phases[i].kind = kinds[i]
             self.phases[i].level = phase_levels[i]
+            self.phases[i].size = sizes[phase_levels[i]]
+            self.phases[i].last_step = sizes[phase_levels[i]] - 2
+            self.phases[i].part_scale = 0  # start() knows the element size
             self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
             self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
             self.phases[i].op = OP_REDUCE if self.phases[i].reduces else OP_COPY
@@ -268,12 +276,6 @@ cdef class HierarchicalSchedule(Schedule):
             return g
         return length if length < g else g
 
-    cdef inline int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
-        """Elements of part x of the stream's current phase (strided: all its runs)."""
-        if self.strided:
-            return self.levels[lt].runs * st.part_len
-        return st.part_len + (1 if x < st.part_extra else 0)
-
     cdef inline void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
                                 int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
                                 int64_t x) noexcept nogil:
@@ -319,7 +321,6 @@ cdef class HierarchicalSchedule(Schedule):
         st.phase = <int32_t> p
         st.entry_ps = entry_ps
         st.last_ps = entry_ps
-        st.handled = 0
         st.off = off
         if self.strided:
             st.part_len = length
@@ -341,33 +342,30 @@ cdef class HierarchicalSchedule(Schedule):
         st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
-        st.expected = <int32_t> (m - (1 if first < m else 0))
+        st.remaining = <int32_t> (m - (1 if first < m else 0))
         if first < m:
             self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
         early = _early(st)[p]
         s = 0
         for i in range(early):
             s = _next_recv_step(v, g, m, lag, s)
-            self._ring_recv(engine, chip, ch, j, p, st, s, entry_ps)
+            self._ring_recv(engine, ph, chip, ch, j, p, st, s, entry_ps)
             s += 1
-        if st.handled == st.expected:
+        if st.remaining == 0:
             return st.last_ps
         return -1
 
-    cdef inline void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
-        """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
-        cdef const Phase* ph = &self.phases[p]
-        cdef int64_t lt = ph.level, g = self.levels[lt].size
-        cdef int64_t ready
-        cdef int64_t x = _wrap(st.pos - ph.lag - step, g)
-        ready = _max(t_ps, st.entry_ps)
+    cdef inline void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t ch, int64_t j,
+                                int64_t p, Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
+        """The part of ring step ``step`` of phase p (= ph) has arrived (at t_ps, or before the phase entry)."""
+        cdef int64_t ready = _max(t_ps, st.entry_ps)
+        cdef int64_t x = _wrap(st.pos - ph.lag - step, ph.size)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(st, lt, x) * engine.elem_bytes)
-        if step < g - 2:
-            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x)
+            ready = engine.reduce(chip, ready, _part_bytes(st, ph, x))
+        if step < ph.last_step:
+            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, ph.level, x)
         st.last_ps = _max(st.last_ps, ready)
-        st.handled += 1
+        st.remaining -= 1
 
     # --- mesh phases (direct fabric) -------------------------------------------
 
@@ -388,29 +386,28 @@ cdef class HierarchicalSchedule(Schedule):
                 if x < m:
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
                                     OP_REDUCE, lt, x)
-            st.expected = <int32_t> ((g - 1) if u < m else 0)
+            st.remaining = <int32_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
                                     p, 0, j, ch, OP_COPY, lt, u)
-            st.expected = <int32_t> (m - (1 if u < m else 0))
+            st.remaining = <int32_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
         for i in range(early):
-            self._mesh_recv(engine, chip, ch, j, p, st, entry_ps)
-        if st.handled == st.expected:
+            self._mesh_recv(engine, ph, chip, st, entry_ps)
+        if st.remaining == 0:
             return st.last_ps
         return -1
 
-    cdef inline void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t t_ps) noexcept nogil:
-        cdef const Phase* ph = &self.phases[p]
-        cdef int64_t lt = ph.level
+    cdef inline void _mesh_recv(self, Engine engine, const Phase* ph, int64_t chip, Stream* st,
+                                int64_t t_ps) noexcept nogil:
+        """A part for this chip's own unit has arrived (RS: reduce it; AG: count it)."""
         cdef int64_t ready = _max(t_ps, st.entry_ps)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(st, lt, st.pos) * engine.elem_bytes)
+            ready = engine.reduce(chip, ready, _part_bytes(st, ph, st.pos))
         st.last_ps = _max(st.last_ps, ready)
-        st.handled += 1
+        st.remaining -= 1
 
     # --- double binary tree across nodes (all_reduce, top=tree) ------------------
 
@@ -564,6 +561,9 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t chip, j, ch, first, off, length, i
         self.coalesce = engine.data is None
+        for i in range(self.n_phases):
+            self.phases[i].part_scale = engine.elem_bytes * (self.levels[self.phases[i].level].runs
+                                                             if self.strided else 1)
         self.makespan_ps = 0
         self.pieces_done = 0
         for i in range(self.n_streams):
@@ -580,26 +580,35 @@ cdef class HierarchicalSchedule(Schedule):
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
         cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
-        cdef int64_t kind, done
+        cdef const Phase* ph
         cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
         st = self._slot(chip, ch, j)
-        kind = self.phases[p].kind
+        ph = &self.phases[p]
+        if st.phase != p or ph.kind > KIND_RING_AG:
+            self._deliver_other(engine, msg, ph, chip, ch, j, p, st, t_ps)
+            return
+        # the common case: a ring step in the phase the chip is in
+        self._ring_recv(engine, ph, chip, ch, j, p, st, msg.tag[1], t_ps)
+        if st.remaining == 0:
+            self._run_from(engine, chip, ch, j, p + 1, st.last_ps)
+
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t ch,
+                             int64_t j, int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
+        """deliver() for an early arrival, a mesh or a tree transfer (kept out of the ring path)."""
+        cdef int64_t done
         if st.phase != p:
             # early: the chip has not entered phase p for this piece yet (only
             # reductions travel up a tree before the receiver entered it)
-            if kind == KIND_TREE_AR:
+            if ph.kind == KIND_TREE_AR:
                 st.tree_up[msg.tag[1] >> 1] += 1
             else:
                 _early(st)[p] += 1
             return
-        if kind == KIND_RING_RS or kind == KIND_RING_AG:
-            self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
-            done = st.last_ps if st.handled == st.expected else -1
-        elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-            self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
-            done = st.last_ps if st.handled == st.expected else -1
+        if ph.kind == KIND_MESH_RS or ph.kind == KIND_MESH_AG:
+            self._mesh_recv(engine, ph, chip, st, t_ps)
+            done = st.last_ps if st.remaining == 0 else -1
         else:
             done = self._tree_recv(engine, msg, chip, ch, j, p, st, t_ps)
         if done >= 0:
