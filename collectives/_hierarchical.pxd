@@ -11,7 +11,7 @@
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
 # tag3 = 2 * channel + (1 on the last message of a transfer).
 cimport cython
-from libc.stdint cimport int64_t, int32_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
 
 # Division by a divisor fixed at construction, by multiplication (dividends
@@ -50,23 +50,31 @@ ctypedef struct Phase:
     bint reduces                  # arrivals are reduced (RS kinds)
 
 
-# What a chip keeps about one slot.  The fields every ring / mesh delivery
-# touches come first and fit in 64 bytes; the ones used when a phase
-# changes and by the tree phase follow.
+# What a chip keeps about one slot: 48 bytes, and with its early counters one
+# 64-byte line for up to 8 phases (every preset's plan), so a delivery reads
+# and writes a single line of slot state.  Narrow types where the range is
+# bounded: chip ids < 2**32 (checked at construction), counters and part
+# indices below the size of a ring / mesh level, which is at most 2**16
+# (checked at construction; a ring across more nodes would take ~10**11
+# events).  A phase's fields are reused by the next phase: the tree's outcome
+# lives in remaining / last_ps like a ring's, and a piece that waits at a
+# chunk gate keeps its ready time in last_ps (its finished phase needs it no
+# more).
 ctypedef struct Stream:
-    int32_t phase            # phase entered, -1 before the piece starts
-    int32_t remaining        # transfers the current phase must still receive (0: phase done)
-    int32_t pos              # own part index in the current phase (< level size)
     int64_t entry_ps         # when the current phase was entered
-    int64_t last_ps          # latest readiness so far in the current phase
+    int64_t last_ps          # latest readiness so far in the current phase (tree: latest tree finished);
+                             #   waiting: when `phase` finished
     int64_t off              # the range held on entering the current phase (all_reduce) or the piece (strided)
     int64_t part_len         # its cut into the phase's parts, made at entry: part x has part_len + (x < part_extra)
-    int64_t part_extra       #   elements (strided: every part is R runs of the piece, part_len = its length)
-    int64_t peer             # ring successor chip in the current phase
-    int64_t ready_ps         # >= 0: finished `phase`, waits (since then) to enter the next
-    int64_t tree_done_ps[2]  # tree t finished here, -1 not yet
-    int32_t tree_up[2]       # tree t: reductions arrived from children
-    # followed by int32_t early[n_phases]: transfers arrived before entering phase p
+                             #   elements (strided: every part is R runs of the piece, part_len = its length)
+    uint32_t peer            # ring successor chip in the current phase
+    uint16_t remaining       # ring / mesh: transfers still due in the current phase; tree: trees not finished
+    uint16_t pos             # own part index in the current phase (< level size)
+    uint16_t part_extra      # (< parts)
+    int8_t phase             # phase entered, -1 before the piece starts
+    uint8_t waiting          # 1: finished `phase` (at last_ps) and waits at the next phase's chunk gate
+    uint8_t tree_up[2]       # tree t: reductions arrived from children (at most 2)
+    # followed by uint16_t early[n_phases]: transfers arrived before entering phase p
 
 
 # final: nothing subclasses it, so its own cdef methods are called directly
@@ -100,14 +108,14 @@ cdef class HierarchicalSchedule(Schedule):
     cdef const int64_t[::1] tree_child     # [(t * nodes + node) * 2 + i], -1 for none
 
     # per slot (index sid): one Stream record each, followed by its n_phases
-    # early counters; records are stream_stride bytes apart (a multiple of 64)
-    # and the block is 64-byte aligned, so a ring or mesh delivery reads and
-    # writes one cache line of slot state
+    # early counters; records are stream_stride bytes apart (64 for up to 8
+    # phases, a multiple of 64 in any case) and the block is 64-byte aligned
     cdef char* streams
     cdef int64_t n_streams
     cdef int64_t stream_stride
     # per (chip, channel) and phase: the chunk allowed into the phase next (chunks pass a phase in order)
-    cdef int64_t[::1] ph_next              # [(chip * channels + ch) * n_phases + p]
+    cdef uint32_t* ph_next                 # [(chip * channels + ch) * n_phases + p] (chunks < 2**32)
+    cdef int64_t n_ph_next
 
     # geometry
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil
@@ -144,7 +152,6 @@ cdef class HierarchicalSchedule(Schedule):
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
     cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil
-    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
     cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t ch,
                              int64_t j, int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     # pipeline

@@ -41,7 +41,7 @@ sends ever exists.
 """
 import numpy as np
 
-from libc.stdint cimport int64_t, int32_t
+from libc.stdint cimport int64_t, int32_t, int8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
@@ -56,9 +56,9 @@ cdef enum:
     CACHE_LINE = 64
 
 
-cdef inline int32_t* _early(Stream* st) noexcept nogil:
+cdef inline uint16_t* _early(Stream* st) noexcept nogil:
     """The stream's early-arrival counters, one per phase, right after its record."""
-    return <int32_t*> (<char*> st + sizeof(Stream))
+    return <uint16_t*> (<char*> st + sizeof(Stream))
 
 
 cdef inline int64_t _part_len(const Stream* st, int64_t x) noexcept nogil:
@@ -77,12 +77,15 @@ cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
 
 
 cdef inline void _reset_stream(Stream* st, int64_t n_phases) noexcept nogil:
-    """Before a piece starts: no phase entered, not waiting, no early arrivals, trees not done."""
-    memset(st, 0, sizeof(Stream) + n_phases * sizeof(int32_t))
+    """Before a piece starts: no phase entered, not waiting, no early arrivals."""
+    memset(st, 0, sizeof(Stream) + n_phases * sizeof(uint16_t))
     st.phase = -1
-    st.ready_ps = -1
-    st.tree_done_ps[0] = -1
-    st.tree_done_ps[1] = -1
+
+
+cdef inline void _tree_finished_at(Stream* st, int64_t t_ps) noexcept nogil:
+    """One of the two trees has finished on this chip at t_ps (the phase ends with the later one)."""
+    st.remaining -= 1
+    st.last_ps = _max(st.last_ps, t_ps)
 
 
 cdef inline void _split(int64_t off, int64_t length, int64_t parts, int64_t x,
@@ -154,6 +157,12 @@ cdef class HierarchicalSchedule(Schedule):
             raise ValueError("lv_size, lv_weight, lv_mesh and lv_order_off differ in length")
         if n_chips >= 2**32 or chunks >= 2**32:
             raise ValueError("chip ids and chunk indices must fit 32 bits (divisions by multiplication)")
+        if self.n_phases > 127:
+            raise ValueError(f"{self.n_phases} phases: at most 127 (a slot keeps its phase in 8 bits)")
+        for i in range(self.n_phases):
+            if kinds[i] != KIND_TREE_AR and 0 <= phase_levels[i] < self.n_levels and sizes[phase_levels[i]] > 2**16:
+                raise ValueError(f"phase {i}: a ring or mesh of {sizes[phase_levels[i]]:,} units; at most 2**16 "
+                                 "(a slot counts its transfers in 16 bits)")
         free(self.phases)  # (a second __init__ replaces the tables)
         free(self.levels)
         self.phases = <Phase*> malloc(max(1, self.n_phases) * sizeof(Phase))
@@ -189,9 +198,13 @@ cdef class HierarchicalSchedule(Schedule):
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
         self.n_streams = n_chips * channels * self.slots
-        self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
+        self.n_ph_next = n_chips * channels * max(1, self.n_phases)
+        free(self.ph_next)
+        self.ph_next = <uint32_t*> malloc(self.n_ph_next * sizeof(uint32_t))
+        if self.ph_next == NULL:
+            raise MemoryError("hierarchical schedule: chunk gates")
         # a record and its early counters, rounded up to whole cache lines
-        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(int32_t) + CACHE_LINE - 1)
+        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(uint16_t) + CACHE_LINE - 1)
                               // CACHE_LINE * CACHE_LINE)
         free(self.streams)
         self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
@@ -203,17 +216,19 @@ cdef class HierarchicalSchedule(Schedule):
 
     def __cinit__(self):
         self.streams = NULL
+        self.ph_next = NULL
         self.phases = NULL
         self.levels = NULL
 
     def __dealloc__(self):
         free(self.streams)
+        free(self.ph_next)
         free(self.phases)
         free(self.levels)
 
     def state_bytes(self):
         """Bytes of the schedule's per-slot state: the slot records and the per-phase chunk gates."""
-        return self.n_streams * self.stream_stride + self.ph_next.shape[0] * 8
+        return self.n_streams * self.stream_stride + self.n_ph_next * sizeof(uint32_t)
 
     cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
         return <Stream*> (self.streams + sid * self.stream_stride)
@@ -318,7 +333,7 @@ cdef class HierarchicalSchedule(Schedule):
         The cut is made here, once per phase, so that deliveries size parts
         without dividing.  Strided layout: every part is R runs of the piece.
         """
-        st.phase = <int32_t> p
+        st.phase = <int8_t> p
         st.entry_ps = entry_ps
         st.last_ps = entry_ps
         st.off = off
@@ -327,8 +342,8 @@ cdef class HierarchicalSchedule(Schedule):
             st.part_extra = 0
         else:
             st.part_len = length // parts
-            st.part_extra = length % parts
-        st.pos = <int32_t> pos
+            st.part_extra = <uint16_t> (length % parts)
+        st.pos = <uint16_t> pos
 
     cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
@@ -339,10 +354,10 @@ cdef class HierarchicalSchedule(Schedule):
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
         self._open_stream(st, p, entry_ps, off, length, g, v)
-        st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
+        st.peer = <uint32_t> self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
-        st.remaining = <int32_t> (m - (1 if first < m else 0))
+        st.remaining = <uint16_t> (m - (1 if first < m else 0))
         if first < m:
             self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
         early = _early(st)[p]
@@ -386,13 +401,13 @@ cdef class HierarchicalSchedule(Schedule):
                 if x < m:
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
                                     OP_REDUCE, lt, x)
-            st.remaining = <int32_t> ((g - 1) if u < m else 0)
+            st.remaining = <uint16_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
                                     p, 0, j, ch, OP_COPY, lt, u)
-            st.remaining = <int32_t> (m - (1 if u < m else 0))
+            st.remaining = <uint16_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
         for i in range(early):
             self._mesh_recv(engine, ph, chip, st, entry_ps)
@@ -417,18 +432,19 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
         cdef int64_t off, length, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
-        st.phase = <int32_t> p
+        st.phase = <int8_t> p
         st.entry_ps = entry_ps
         # tree t carries half t of the range (all_reduce only: never strided)
         st.off = off
         st.part_len = length >> 1
-        st.part_extra = length & 1
+        st.part_extra = <uint16_t> (length & 1)
+        st.remaining = 2
+        st.last_ps = 0  # (times are >= 0: the max over the trees' finishing times)
         for t in range(2):
             half_len = _part_len(st, t)
             if half_len == 0:
-                st.tree_done_ps[t] = entry_ps
+                _tree_finished_at(st, entry_ps)
                 continue
-            st.tree_done_ps[t] = -1
             nch = ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                    + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0))
             ready = entry_ps
@@ -436,7 +452,7 @@ cdef class HierarchicalSchedule(Schedule):
                 ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
             if st.tree_up[t] == nch:
                 self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
-        return self._tree_finished(st)
+        return st.last_ps if st.remaining == 0 else -1
 
     cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
@@ -454,7 +470,7 @@ cdef class HierarchicalSchedule(Schedule):
             if child >= 0:
                 engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
                             p, 2 * t + 1, j, 2 * ch + 1)
-        st.tree_done_ps[t] = ready_ps
+        _tree_finished_at(st, ready_ps)
 
     cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
@@ -472,20 +488,14 @@ cdef class HierarchicalSchedule(Schedule):
                 if child >= 0:
                     engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
                                 msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
-            st.tree_done_ps[t] = t_ps
+            _tree_finished_at(st, t_ps)
         else:
             st.tree_up[t] += 1
             ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
             if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                                  + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
                 self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
-        return self._tree_finished(st)
-
-    cdef inline int64_t _tree_finished(self, const Stream* st) noexcept nogil:
-        cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
-        if a < 0 or b < 0:
-            return -1
-        return _max(a, b)
+        return st.last_ps if st.remaining == 0 else -1
 
     # --- pipeline --------------------------------------------------------------
 
@@ -516,7 +526,8 @@ cdef class HierarchicalSchedule(Schedule):
                 continue
             if self.ph_next[(chip * self.channels + ch) * self.n_phases + p] != j:
                 # the previous chunk is still in phase p here: wait for its _release
-                st.ready_ps = t_ps
+                st.last_ps = t_ps
+                st.waiting = 1
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 return
@@ -539,14 +550,14 @@ cdef class HierarchicalSchedule(Schedule):
         """Piece j left phase p at t_ps: piece j + 1 may enter it, at once if it is already waiting."""
         cdef int64_t nxt = j + 1, ready
         cdef Stream* st
-        self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
+        self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = <uint32_t> nxt
         if nxt >= self.chunks:
             return
         st = self._slot(chip, ch, nxt)
-        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) with ready_ps set
-        if st.ready_ps >= 0 and st.phase == p - 1:
-            ready = _max(st.ready_ps, t_ps)
-            st.ready_ps = -1
+        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) and waiting
+        if st.waiting and st.phase == p - 1:
+            ready = _max(st.last_ps, t_ps)
+            st.waiting = 0
             self._run_from(engine, chip, ch, nxt, p, ready)
 
     cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
@@ -568,8 +579,7 @@ cdef class HierarchicalSchedule(Schedule):
         self.pieces_done = 0
         for i in range(self.n_streams):
             _reset_stream(self._stream(i), self.n_phases)
-        for i in range(self.ph_next.shape[0]):
-            self.ph_next[i] = 0
+        memset(self.ph_next, 0, self.n_ph_next * sizeof(uint32_t))
         first = self.in_flight if self.in_flight < self.chunks else self.chunks
         for chip in range(self.n_chips):
             for j in range(first):
