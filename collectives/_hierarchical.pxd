@@ -8,8 +8,10 @@
 # is channel ch's share of chunk j.  A *slot* holds one chip's progress on one
 # piece: sid = (chip * channels + ch) * slots + j % slots.
 #
+# A chip's channels x slots records are numbered by *key* = ch * slots + j % slots.
+#
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
-# tag3 = 2 * channel + (1 on the last message of a transfer).
+# tag3 = 2 * key + (1 on the last message of a transfer): the receiver finds its record without dividing.
 cimport cython
 from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
@@ -89,6 +91,7 @@ cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t channels         # C
     cdef readonly int64_t in_flight        # F
     cdef readonly int64_t slots            # min(2F, k): pieces a chip may see at once per channel
+    cdef int64_t chip_slots                # channels * slots: records per chip
     cdef readonly bint bidirectional
     cdef readonly int64_t n_up             # active scale-up levels
     cdef readonly int64_t n_phases
@@ -127,33 +130,35 @@ cdef class HierarchicalSchedule(Schedule):
                      int64_t* off, int64_t* length) noexcept nogil
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
     cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
     cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
     # slot state
     cdef Stream* _stream(self, int64_t sid) noexcept nogil
-    cdef Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil
+    cdef int64_t _key(self, int64_t ch, int64_t j) noexcept nogil
+    cdef int64_t _channel(self, int64_t key) noexcept nogil
+    cdef Stream* _slot(self, int64_t chip, int64_t key) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
     cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
                            int64_t length, int64_t parts, int64_t pos) noexcept nogil
-    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t j, int64_t key, int64_t p,
                          Stream* st, int64_t step, int64_t t_ps) noexcept nogil
-    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
     cdef void _mesh_recv(self, Engine engine, const Phase* ph, int64_t chip, Stream* st,
                          int64_t t_ps) noexcept nogil
-    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t j, int64_t key, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
-    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t j, int64_t key,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil
-    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t ch,
-                             int64_t j, int64_t p, Stream* st, int64_t t_ps) noexcept nogil
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t j,
+                             int64_t key, int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                         int64_t t_ps) noexcept nogil

@@ -197,7 +197,8 @@ cdef class HierarchicalSchedule(Schedule):
         self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
-        self.n_streams = n_chips * channels * self.slots
+        self.chip_slots = channels * self.slots
+        self.n_streams = n_chips * self.chip_slots
         self.n_ph_next = n_chips * channels * max(1, self.n_phases)
         free(self.ph_next)
         self.ph_next = <uint32_t*> malloc(self.n_ph_next * sizeof(uint32_t))
@@ -233,9 +234,20 @@ cdef class HierarchicalSchedule(Schedule):
     cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
         return <Stream*> (self.streams + sid * self.stream_stride)
 
-    cdef inline Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil:
-        """The slot of piece (j, ch) on chip: sid = (chip * channels + ch) * slots + j % slots."""
-        return self._stream((chip * self.channels + ch) * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div))
+    cdef inline int64_t _key(self, int64_t ch, int64_t j) noexcept nogil:
+        """Which of a chip's channels x slots records holds piece (j, ch): ch * slots + j % slots.
+
+        Messages carry it (tag3 = 2 * key + last), so a delivery finds its
+        record without dividing.
+        """
+        return ch * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div)
+
+    cdef inline int64_t _channel(self, int64_t key) noexcept nogil:
+        return <int64_t> collsim_fastdiv_div(key, self.slots_div)
+
+    cdef inline Stream* _slot(self, int64_t chip, int64_t key) noexcept nogil:
+        """Record `key` of chip: sid = chip * channels * slots + key."""
+        return self._stream(chip * self.chip_slots + key)
 
     # --- geometry ------------------------------------------------------------
 
@@ -292,16 +304,16 @@ cdef class HierarchicalSchedule(Schedule):
         return length if length < g else g
 
     cdef inline void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                                int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                                int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                                 int64_t x) noexcept nogil:
         """Send part x of the stream's level-lt split as one transfer (all_reduce: one message)."""
         if self.strided:
-            self._send_runs(engine, st, src, dst, t_ps, p, step, j, ch, op, lt, x)
+            self._send_runs(engine, st, src, dst, t_ps, p, step, j, key, op, lt, x)
         else:
-            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
+            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * key + 1)
 
     cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil:
         """Strided layout: part x holds the blocks whose level-<lt digits are the
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
@@ -312,17 +324,17 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t off = st.off, length = st.part_len, g = lv.size, w = lv.weight, runs = lv.runs
         cdef int64_t stride = w * g, base, unit, pos, r
         if self.coalesce:
-            engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
+            engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * key + 1)
             return
         unit = x
         if not lv.mesh:
-            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
+            pos = _wrap(-x, g) if self._reversed(lt, self._channel(key)) else x
             unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
         # src's offset inside its unit, src % w, without a division
         base = src - <int64_t> collsim_fastdiv_div(src, lv.weight_div) * w + unit * w
         for r in range(runs):
             engine.send(src, dst, t_ps, (base + r * stride) * self.total + off, length, op, p, step, j,
-                        2 * ch + (1 if r == runs - 1 else 0))
+                        2 * key + (1 if r == runs - 1 else 0))
 
     # --- ring phases ---------------------------------------------------------
 
@@ -345,7 +357,7 @@ cdef class HierarchicalSchedule(Schedule):
             st.part_extra = <uint16_t> (length % parts)
         st.pos = <uint16_t> pos
 
-    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size, lag = ph.lag
@@ -359,18 +371,18 @@ cdef class HierarchicalSchedule(Schedule):
         first = _wrap(v - lag + 1, g)
         st.remaining = <uint16_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
+            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, key, ph.op, lt, first)
         early = _early(st)[p]
         s = 0
         for i in range(early):
             s = _next_recv_step(v, g, m, lag, s)
-            self._ring_recv(engine, ph, chip, ch, j, p, st, s, entry_ps)
+            self._ring_recv(engine, ph, chip, j, key, p, st, s, entry_ps)
             s += 1
         if st.remaining == 0:
             return st.last_ps
         return -1
 
-    cdef inline void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t ch, int64_t j,
+    cdef inline void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t j, int64_t key,
                                 int64_t p, Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
         """The part of ring step ``step`` of phase p (= ph) has arrived (at t_ps, or before the phase entry)."""
         cdef int64_t ready = _max(t_ps, st.entry_ps)
@@ -378,13 +390,13 @@ cdef class HierarchicalSchedule(Schedule):
         if ph.reduces:
             ready = engine.reduce(chip, ready, _part_bytes(st, ph, x))
         if step < ph.last_step:
-            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, ph.level, x)
+            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, key, ph.op, ph.level, x)
         st.last_ps = _max(st.last_ps, ready)
         st.remaining -= 1
 
     # --- mesh phases (direct fabric) -------------------------------------------
 
-    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size
@@ -399,14 +411,14 @@ cdef class HierarchicalSchedule(Schedule):
             for d in range(1, g):
                 x = _wrap(u + d, g)
                 if x < m:
-                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, key,
                                     OP_REDUCE, lt, x)
             st.remaining = <uint16_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
-                                    p, 0, j, ch, OP_COPY, lt, u)
+                                    p, 0, j, key, OP_COPY, lt, u)
             st.remaining = <uint16_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
         for i in range(early):
@@ -426,7 +438,7 @@ cdef class HierarchicalSchedule(Schedule):
 
     # --- double binary tree across nodes (all_reduce, top=tree) ------------------
 
-    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.phases[p].level
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
@@ -451,10 +463,10 @@ cdef class HierarchicalSchedule(Schedule):
             for i in range(st.tree_up[t]):
                 ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
             if st.tree_up[t] == nch:
-                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+                self._tree_up_done(engine, chip, j, key, p, st, t, ready)
         return st.last_ps if st.remaining == 0 else -1
 
-    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t j, int64_t key, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
         cdef int64_t lt = self.phases[p].level, per_node = self.levels[lt].weight
@@ -463,16 +475,16 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
         if parent >= 0:
             engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
-                        p, 2 * t, j, 2 * ch + 1)
+                        p, 2 * t, j, 2 * key + 1)
             return
         for i in range(2):
             child = self.tree_child[(t * self.nodes + node) * 2 + i]
             if child >= 0:
                 engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
-                            p, 2 * t + 1, j, 2 * ch + 1)
+                            p, 2 * t + 1, j, 2 * key + 1)
         _tree_finished_at(st, ready_ps)
 
-    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t j, int64_t key,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
         """A tree transfer has arrived in the phase the chip is in; returns the phase's completion or -1.
 
@@ -487,14 +499,14 @@ cdef class HierarchicalSchedule(Schedule):
                 child = self.tree_child[(t * self.nodes + node) * 2 + i]
                 if child >= 0:
                     engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
-                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
+                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * key + 1)
             _tree_finished_at(st, t_ps)
         else:
             st.tree_up[t] += 1
             ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
             if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                                  + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
-                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
+                self._tree_up_done(engine, chip, j, key, p, st, t, ready)
         return st.last_ps if st.remaining == 0 else -1
 
     # --- pipeline --------------------------------------------------------------
@@ -508,10 +520,11 @@ cdef class HierarchicalSchedule(Schedule):
         p lets the next piece in, after this piece's own sends of phase p + 1
         (older chunks go first on a link).
         """
-        cdef int64_t done, kind, off, length
+        cdef int64_t done, kind, off, length, key
         cdef Stream* st
         while True:
-            st = self._slot(chip, ch, j)
+            key = self._key(ch, j)
+            st = self._slot(chip, key)
             if p == self.n_phases:
                 self._finish_piece(engine, chip, ch, j, st, t_ps)
                 if p > 0:
@@ -533,11 +546,11 @@ cdef class HierarchicalSchedule(Schedule):
                 return
             kind = self.phases[p].kind
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                done = self._enter_ring(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_ring(engine, chip, ch, j, key, p, st, t_ps)
             elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-                done = self._enter_mesh(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_mesh(engine, chip, ch, j, key, p, st, t_ps)
             else:
-                done = self._enter_tree(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_tree(engine, chip, ch, j, key, p, st, t_ps)
             if p > 0:
                 self._release(engine, chip, ch, j, p - 1, t_ps)
             if done < 0:
@@ -553,7 +566,7 @@ cdef class HierarchicalSchedule(Schedule):
         self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = <uint32_t> nxt
         if nxt >= self.chunks:
             return
-        st = self._slot(chip, ch, nxt)
+        st = self._slot(chip, self._key(ch, nxt))
         # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) and waiting
         if st.waiting and st.phase == p - 1:
             ready = _max(st.last_ps, t_ps)
@@ -589,23 +602,23 @@ cdef class HierarchicalSchedule(Schedule):
                         self._run_from(engine, chip, ch, j, 0, 0)
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
-        cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
+        cdef int64_t p = msg.tag[0], j = msg.tag[2], key = msg.tag[3] >> 1, chip = msg.dst
         cdef const Phase* ph
         cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
-        st = self._slot(chip, ch, j)
+        st = self._slot(chip, key)
         ph = &self.phases[p]
         if st.phase != p or ph.kind > KIND_RING_AG:
-            self._deliver_other(engine, msg, ph, chip, ch, j, p, st, t_ps)
+            self._deliver_other(engine, msg, ph, chip, j, key, p, st, t_ps)
             return
         # the common case: a ring step in the phase the chip is in
-        self._ring_recv(engine, ph, chip, ch, j, p, st, msg.tag[1], t_ps)
+        self._ring_recv(engine, ph, chip, j, key, p, st, msg.tag[1], t_ps)
         if st.remaining == 0:
-            self._run_from(engine, chip, ch, j, p + 1, st.last_ps)
+            self._run_from(engine, chip, self._channel(key), j, p + 1, st.last_ps)
 
-    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t ch,
-                             int64_t j, int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t j,
+                             int64_t key, int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
         """deliver() for an early arrival, a mesh or a tree transfer (kept out of the ring path)."""
         cdef int64_t done
         if st.phase != p:
@@ -620,6 +633,6 @@ cdef class HierarchicalSchedule(Schedule):
             self._mesh_recv(engine, ph, chip, st, t_ps)
             done = st.last_ps if st.remaining == 0 else -1
         else:
-            done = self._tree_recv(engine, msg, chip, ch, j, p, st, t_ps)
+            done = self._tree_recv(engine, msg, chip, j, key, p, st, t_ps)
         if done >= 0:
-            self._run_from(engine, chip, ch, j, p + 1, done)
+            self._run_from(engine, chip, self._channel(key), j, p + 1, done)
