@@ -6,9 +6,8 @@
 # level (0 <= lt < n_up) or the nodes (lt == n_up when there are several).  A
 # chip's *digit* at lt is (chip // weight[lt]) % size[lt].  A *piece* (j, ch)
 # is channel ch's share of chunk j.  A *slot* holds one chip's progress on one
-# piece: sid = (chip * channels + ch) * slots + j % slots.
-#
-# A chip's channels x slots records are numbered by *key* = ch * slots + j % slots.
+# piece: it is record *key* = ch * slots + j % slots of the chip's channels x
+# slots, sid = chip * channels * slots + key.
 #
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
 # tag3 = 2 * key + (1 on the last message of a transfer): the receiver finds its record without dividing.

@@ -36,8 +36,8 @@ slots per (chip, channel) suffice.
 Empty parts (few elements) are never sent; the receiver knows which parts are
 empty (all parts are computed from the same split) and skips those steps.
 
-State is O(chips x channels x slots x phases) int32/int64 counters; no list of
-sends ever exists.
+State is one 64-byte record per (chip, channel, slot) (up to 8 phases) and a
+32-bit chunk gate per (chip, channel, phase); no list of sends ever exists.
 """
 import numpy as np
 
@@ -488,7 +488,7 @@ cdef class HierarchicalSchedule(Schedule):
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
         """A tree transfer has arrived in the phase the chip is in; returns the phase's completion or -1.
 
-        (Kept out of deliver so that the ring and mesh path stays small.)
+        (Kept out of deliver so that the ring path stays small.)
         """
         cdef int64_t t = msg.tag[1] >> 1, i, child, ready
         cdef const Level* lv = &self.levels[self.phases[p].level]
