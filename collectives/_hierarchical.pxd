@@ -6,12 +6,13 @@
 # level (0 <= lt < n_up) or the nodes (lt == n_up when there are several).  A
 # chip's *digit* at lt is (chip // weight[lt]) % size[lt].  A *piece* (j, ch)
 # is channel ch's share of chunk j.  A *slot* holds one chip's progress on one
-# piece: sid = (chip * channels + ch) * slots + j % slots.
+# piece: it is record *key* = ch * slots + j % slots of the chip's channels x
+# slots, sid = chip * channels * slots + key.
 #
 # Message tags: tag0 = phase, tag1 = ring step (tree: 2 * tree + (1 down | 0 up)), tag2 = chunk j,
-# tag3 = 2 * channel + (1 on the last message of a transfer).
+# tag3 = 2 * key + (1 on the last message of a transfer): the receiver finds its record without dividing.
 cimport cython
-from libc.stdint cimport int64_t, int32_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, int32_t, int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from collsim.engine.core cimport Engine, Schedule, Message
 
 # Division by a divisor fixed at construction, by multiplication (dividends
@@ -42,29 +43,39 @@ ctypedef struct Level:
 ctypedef struct Phase:
     int64_t kind                  # KIND_*
     int64_t level                 # lt
+    int64_t size                  # g, its level's size (a delivery reads this table only)
+    int64_t last_step             # ring: g - 2, the last step; a part received at an earlier step is sent on
     int64_t lag                   # ring: position v receives part v - lag - step (2 RS, 1 AG)
+    int64_t part_scale            # bytes per element of a part's cut: elem_bytes, x runs when strided (set by start)
     int32_t op                    # what its ring messages do: OP_REDUCE for the reduce-scatter kinds, else OP_COPY
     bint reduces                  # arrivals are reduced (RS kinds)
 
 
-# What a chip keeps about one slot.  The fields every ring / mesh delivery
-# touches come first and fill exactly 64 bytes; the ones used when a phase
-# changes and by the tree phase follow.
+# What a chip keeps about one slot: 48 bytes, and with its early counters one
+# 64-byte line for up to 8 phases (every preset's plan), so a delivery reads
+# and writes a single line of slot state.  Narrow types where the range is
+# bounded: chip ids < 2**32 (checked at construction), counters and part
+# indices below the size of a ring / mesh level, which is at most 2**16
+# (checked at construction; a ring across more nodes would take ~10**11
+# events).  A phase's fields are reused by the next phase: the tree's outcome
+# lives in remaining / last_ps like a ring's, and a piece that waits at a
+# chunk gate keeps its ready time in last_ps (its finished phase needs it no
+# more).
 ctypedef struct Stream:
-    int32_t phase            # phase entered, -1 before the piece starts
-    int32_t handled          # transfers handled in the current phase
-    int32_t expected         # transfers the current phase must receive
-    int32_t pos              # own part index in the current phase (< level size)
     int64_t entry_ps         # when the current phase was entered
-    int64_t last_ps          # latest readiness so far in the current phase
+    int64_t last_ps          # latest readiness so far in the current phase (tree: latest tree finished);
+                             #   waiting: when `phase` finished
     int64_t off              # the range held on entering the current phase (all_reduce) or the piece (strided)
     int64_t part_len         # its cut into the phase's parts, made at entry: part x has part_len + (x < part_extra)
-    int64_t part_extra       #   elements (strided: every part is R runs of the piece, part_len = its length)
-    int64_t peer             # ring successor chip in the current phase
-    int64_t ready_ps         # >= 0: finished `phase`, waits (since then) to enter the next
-    int64_t tree_done_ps[2]  # tree t finished here, -1 not yet
-    int32_t tree_up[2]       # tree t: reductions arrived from children
-    # followed by int32_t early[n_phases]: transfers arrived before entering phase p
+                             #   elements (strided: every part is R runs of the piece, part_len = its length)
+    uint32_t peer            # ring successor chip in the current phase
+    uint16_t remaining       # ring / mesh: transfers still due in the current phase; tree: trees not finished
+    uint16_t pos             # own part index in the current phase (< level size)
+    uint16_t part_extra      # (< parts)
+    int8_t phase             # phase entered, -1 before the piece starts
+    uint8_t waiting          # 1: finished `phase` (at last_ps) and waits at the next phase's chunk gate
+    uint8_t tree_up[2]       # tree t: reductions arrived from children (at most 2)
+    # followed by uint16_t early[n_phases]: transfers arrived before entering phase p
 
 
 # final: nothing subclasses it, so its own cdef methods are called directly
@@ -79,6 +90,7 @@ cdef class HierarchicalSchedule(Schedule):
     cdef readonly int64_t channels         # C
     cdef readonly int64_t in_flight        # F
     cdef readonly int64_t slots            # min(2F, k): pieces a chip may see at once per channel
+    cdef int64_t chip_slots                # channels * slots: records per chip
     cdef readonly bint bidirectional
     cdef readonly int64_t n_up             # active scale-up levels
     cdef readonly int64_t n_phases
@@ -98,14 +110,14 @@ cdef class HierarchicalSchedule(Schedule):
     cdef const int64_t[::1] tree_child     # [(t * nodes + node) * 2 + i], -1 for none
 
     # per slot (index sid): one Stream record each, followed by its n_phases
-    # early counters; records are stream_stride bytes apart (a multiple of 64)
-    # and the block is 64-byte aligned, so a ring or mesh delivery reads and
-    # writes one cache line of slot state
+    # early counters; records are stream_stride bytes apart (64 for up to 8
+    # phases, a multiple of 64 in any case) and the block is 64-byte aligned
     cdef char* streams
     cdef int64_t n_streams
     cdef int64_t stream_stride
     # per (chip, channel) and phase: the chunk allowed into the phase next (chunks pass a phase in order)
-    cdef int64_t[::1] ph_next              # [(chip * channels + ch) * n_phases + p]
+    cdef uint32_t* ph_next                 # [(chip * channels + ch) * n_phases + p] (chunks < 2**32)
+    cdef int64_t n_ph_next
 
     # geometry
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil
@@ -116,34 +128,36 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil
     cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
-    cdef int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil
     cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
     cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil
     # slot state
     cdef Stream* _stream(self, int64_t sid) noexcept nogil
-    cdef Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil
+    cdef int64_t _key(self, int64_t ch, int64_t j) noexcept nogil
+    cdef int64_t _channel(self, int64_t key) noexcept nogil
+    cdef Stream* _slot(self, int64_t chip, int64_t key) noexcept nogil
     # phases: _enter_* returns the phase's completion time, or -1 while transfers are due
     cdef void _open_stream(self, Stream* st, int64_t p, int64_t entry_ps, int64_t off,
                            int64_t length, int64_t parts, int64_t pos) noexcept nogil
-    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t j, int64_t key, int64_t p,
                          Stream* st, int64_t step, int64_t t_ps) noexcept nogil
-    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t t_ps) noexcept nogil
-    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _mesh_recv(self, Engine engine, const Phase* ph, int64_t chip, Stream* st,
+                         int64_t t_ps) noexcept nogil
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil
-    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t j, int64_t key, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil
-    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t j, int64_t key,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil
-    cdef int64_t _tree_finished(self, const Stream* st) noexcept nogil
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t j,
+                             int64_t key, int64_t p, Stream* st, int64_t t_ps) noexcept nogil
     # pipeline
     cdef void _run_from(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
                         int64_t t_ps) noexcept nogil

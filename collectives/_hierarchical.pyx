@@ -36,12 +36,12 @@ slots per (chip, channel) suffice.
 Empty parts (few elements) are never sent; the receiver knows which parts are
 empty (all parts are computed from the same split) and skips those steps.
 
-State is O(chips x channels x slots x phases) int32/int64 counters; no list of
-sends ever exists.
+State is one 64-byte record per (chip, channel, slot) (up to 8 phases) and a
+32-bit chunk gate per (chip, channel, phase); no list of sends ever exists.
 """
 import numpy as np
 
-from libc.stdint cimport int64_t, int32_t
+from libc.stdint cimport int64_t, int32_t, int8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from collsim.engine.core cimport OP_COPY, OP_REDUCE
@@ -56,14 +56,19 @@ cdef enum:
     CACHE_LINE = 64
 
 
-cdef inline int32_t* _early(Stream* st) noexcept nogil:
+cdef inline uint16_t* _early(Stream* st) noexcept nogil:
     """The stream's early-arrival counters, one per phase, right after its record."""
-    return <int32_t*> (<char*> st + sizeof(Stream))
+    return <uint16_t*> (<char*> st + sizeof(Stream))
 
 
 cdef inline int64_t _part_len(const Stream* st, int64_t x) noexcept nogil:
     """Elements of part x of the stream's slice (all_reduce layout: larger parts first)."""
     return st.part_len + (1 if x < st.part_extra else 0)
+
+
+cdef inline int64_t _part_bytes(const Stream* st, const Phase* ph, int64_t x) noexcept nogil:
+    """Bytes of part x of the stream's current phase (strided: all its runs; part_extra is 0 there)."""
+    return (st.part_len + (1 if x < st.part_extra else 0)) * ph.part_scale
 
 
 cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
@@ -72,12 +77,15 @@ cdef inline int64_t _part_off(const Stream* st, int64_t x) noexcept nogil:
 
 
 cdef inline void _reset_stream(Stream* st, int64_t n_phases) noexcept nogil:
-    """Before a piece starts: no phase entered, not waiting, no early arrivals, trees not done."""
-    memset(st, 0, sizeof(Stream) + n_phases * sizeof(int32_t))
+    """Before a piece starts: no phase entered, not waiting, no early arrivals."""
+    memset(st, 0, sizeof(Stream) + n_phases * sizeof(uint16_t))
     st.phase = -1
-    st.ready_ps = -1
-    st.tree_done_ps[0] = -1
-    st.tree_done_ps[1] = -1
+
+
+cdef inline void _tree_finished_at(Stream* st, int64_t t_ps) noexcept nogil:
+    """One of the two trees has finished on this chip at t_ps (the phase ends with the later one)."""
+    st.remaining -= 1
+    st.last_ps = _max(st.last_ps, t_ps)
 
 
 cdef inline void _split(int64_t off, int64_t length, int64_t parts, int64_t x,
@@ -149,6 +157,12 @@ cdef class HierarchicalSchedule(Schedule):
             raise ValueError("lv_size, lv_weight, lv_mesh and lv_order_off differ in length")
         if n_chips >= 2**32 or chunks >= 2**32:
             raise ValueError("chip ids and chunk indices must fit 32 bits (divisions by multiplication)")
+        if self.n_phases > 127:
+            raise ValueError(f"{self.n_phases} phases: at most 127 (a slot keeps its phase in 8 bits)")
+        for i in range(self.n_phases):
+            if kinds[i] != KIND_TREE_AR and 0 <= phase_levels[i] < self.n_levels and sizes[phase_levels[i]] > 2**16:
+                raise ValueError(f"phase {i}: a ring or mesh of {sizes[phase_levels[i]]:,} units; at most 2**16 "
+                                 "(a slot counts its transfers in 16 bits)")
         free(self.phases)  # (a second __init__ replaces the tables)
         free(self.levels)
         self.phases = <Phase*> malloc(max(1, self.n_phases) * sizeof(Phase))
@@ -170,6 +184,9 @@ cdef class HierarchicalSchedule(Schedule):
                 raise ValueError(f"phase {i}: no level {phase_levels[i]}")
             self.phases[i].kind = kinds[i]
             self.phases[i].level = phase_levels[i]
+            self.phases[i].size = sizes[phase_levels[i]]
+            self.phases[i].last_step = sizes[phase_levels[i]] - 2
+            self.phases[i].part_scale = 0  # start() knows the element size
             self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
             self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
             self.phases[i].op = OP_REDUCE if self.phases[i].reduces else OP_COPY
@@ -180,10 +197,15 @@ cdef class HierarchicalSchedule(Schedule):
         self.order_pos = np.ascontiguousarray(order_pos, dtype=np.int64)
         self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
         self.tree_child = np.ascontiguousarray(tree_child, dtype=np.int64)
-        self.n_streams = n_chips * channels * self.slots
-        self.ph_next = np.zeros(n_chips * channels * max(1, self.n_phases), dtype=np.int64)
+        self.chip_slots = channels * self.slots
+        self.n_streams = n_chips * self.chip_slots
+        self.n_ph_next = n_chips * channels * max(1, self.n_phases)
+        free(self.ph_next)
+        self.ph_next = <uint32_t*> malloc(self.n_ph_next * sizeof(uint32_t))
+        if self.ph_next == NULL:
+            raise MemoryError("hierarchical schedule: chunk gates")
         # a record and its early counters, rounded up to whole cache lines
-        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(int32_t) + CACHE_LINE - 1)
+        self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(uint16_t) + CACHE_LINE - 1)
                               // CACHE_LINE * CACHE_LINE)
         free(self.streams)
         self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
@@ -195,24 +217,37 @@ cdef class HierarchicalSchedule(Schedule):
 
     def __cinit__(self):
         self.streams = NULL
+        self.ph_next = NULL
         self.phases = NULL
         self.levels = NULL
 
     def __dealloc__(self):
         free(self.streams)
+        free(self.ph_next)
         free(self.phases)
         free(self.levels)
 
     def state_bytes(self):
         """Bytes of the schedule's per-slot state: the slot records and the per-phase chunk gates."""
-        return self.n_streams * self.stream_stride + self.ph_next.shape[0] * 8
+        return self.n_streams * self.stream_stride + self.n_ph_next * sizeof(uint32_t)
 
     cdef inline Stream* _stream(self, int64_t sid) noexcept nogil:
         return <Stream*> (self.streams + sid * self.stream_stride)
 
-    cdef inline Stream* _slot(self, int64_t chip, int64_t ch, int64_t j) noexcept nogil:
-        """The slot of piece (j, ch) on chip: sid = (chip * channels + ch) * slots + j % slots."""
-        return self._stream((chip * self.channels + ch) * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div))
+    cdef inline int64_t _key(self, int64_t ch, int64_t j) noexcept nogil:
+        """Which of a chip's channels x slots records holds piece (j, ch): ch * slots + j % slots.
+
+        Messages carry it (tag3 = 2 * key + last), so a delivery finds its
+        record without dividing.
+        """
+        return ch * self.slots + <int64_t> collsim_fastdiv_mod(j, self.slots_div)
+
+    cdef inline int64_t _channel(self, int64_t key) noexcept nogil:
+        return <int64_t> collsim_fastdiv_div(key, self.slots_div)
+
+    cdef inline Stream* _slot(self, int64_t chip, int64_t key) noexcept nogil:
+        """Record `key` of chip: sid = chip * channels * slots + key."""
+        return self._stream(chip * self.chip_slots + key)
 
     # --- geometry ------------------------------------------------------------
 
@@ -268,23 +303,17 @@ cdef class HierarchicalSchedule(Schedule):
             return g
         return length if length < g else g
 
-    cdef inline int64_t _part_elems(self, const Stream* st, int64_t lt, int64_t x) noexcept nogil:
-        """Elements of part x of the stream's current phase (strided: all its runs)."""
-        if self.strided:
-            return self.levels[lt].runs * st.part_len
-        return st.part_len + (1 if x < st.part_extra else 0)
-
     cdef inline void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                                int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                                int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                                 int64_t x) noexcept nogil:
         """Send part x of the stream's level-lt split as one transfer (all_reduce: one message)."""
         if self.strided:
-            self._send_runs(engine, st, src, dst, t_ps, p, step, j, ch, op, lt, x)
+            self._send_runs(engine, st, src, dst, t_ps, p, step, j, key, op, lt, x)
         else:
-            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * ch + 1)
+            engine.send(src, dst, t_ps, _part_off(st, x), _part_len(st, x), op, p, step, j, 2 * key + 1)
 
     cdef void _send_runs(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
-                         int64_t p, int64_t step, int64_t j, int64_t ch, int32_t op, int64_t lt,
+                         int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil:
         """Strided layout: part x holds the blocks whose level-<lt digits are the
         sender's and whose level-lt digit is x's unit, i.e. R runs of the piece
@@ -295,17 +324,17 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t off = st.off, length = st.part_len, g = lv.size, w = lv.weight, runs = lv.runs
         cdef int64_t stride = w * g, base, unit, pos, r
         if self.coalesce:
-            engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * ch + 1)
+            engine.send(src, dst, t_ps, 0, runs * length, op, p, step, j, 2 * key + 1)
             return
         unit = x
         if not lv.mesh:
-            pos = _wrap(-x, g) if self._reversed(lt, ch) else x
+            pos = _wrap(-x, g) if self._reversed(lt, self._channel(key)) else x
             unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
         # src's offset inside its unit, src % w, without a division
         base = src - <int64_t> collsim_fastdiv_div(src, lv.weight_div) * w + unit * w
         for r in range(runs):
             engine.send(src, dst, t_ps, (base + r * stride) * self.total + off, length, op, p, step, j,
-                        2 * ch + (1 if r == runs - 1 else 0))
+                        2 * key + (1 if r == runs - 1 else 0))
 
     # --- ring phases ---------------------------------------------------------
 
@@ -316,20 +345,19 @@ cdef class HierarchicalSchedule(Schedule):
         The cut is made here, once per phase, so that deliveries size parts
         without dividing.  Strided layout: every part is R runs of the piece.
         """
-        st.phase = <int32_t> p
+        st.phase = <int8_t> p
         st.entry_ps = entry_ps
         st.last_ps = entry_ps
-        st.handled = 0
         st.off = off
         if self.strided:
             st.part_len = length
             st.part_extra = 0
         else:
             st.part_len = length // parts
-            st.part_extra = length % parts
-        st.pos = <int32_t> pos
+            st.part_extra = <uint16_t> (length % parts)
+        st.pos = <uint16_t> pos
 
-    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_ring(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size, lag = ph.lag
@@ -338,40 +366,37 @@ cdef class HierarchicalSchedule(Schedule):
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
         self._open_stream(st, p, entry_ps, off, length, g, v)
-        st.peer = self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
+        st.peer = <uint32_t> self._chip_of_part(chip, lt, ch, _wrap(v + 1, g))
         # step 0 starts the chain of the one part this chip never receives
         first = _wrap(v - lag + 1, g)
-        st.expected = <int32_t> (m - (1 if first < m else 0))
+        st.remaining = <uint16_t> (m - (1 if first < m else 0))
         if first < m:
-            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, ch, ph.op, lt, first)
+            self._send_part(engine, st, chip, st.peer, entry_ps, p, 0, j, key, ph.op, lt, first)
         early = _early(st)[p]
         s = 0
         for i in range(early):
             s = _next_recv_step(v, g, m, lag, s)
-            self._ring_recv(engine, chip, ch, j, p, st, s, entry_ps)
+            self._ring_recv(engine, ph, chip, j, key, p, st, s, entry_ps)
             s += 1
-        if st.handled == st.expected:
+        if st.remaining == 0:
             return st.last_ps
         return -1
 
-    cdef inline void _ring_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
-        """The part of ring step ``step`` has arrived (at t_ps, or earlier than the phase entry)."""
-        cdef const Phase* ph = &self.phases[p]
-        cdef int64_t lt = ph.level, g = self.levels[lt].size
-        cdef int64_t ready
-        cdef int64_t x = _wrap(st.pos - ph.lag - step, g)
-        ready = _max(t_ps, st.entry_ps)
+    cdef inline void _ring_recv(self, Engine engine, const Phase* ph, int64_t chip, int64_t j, int64_t key,
+                                int64_t p, Stream* st, int64_t step, int64_t t_ps) noexcept nogil:
+        """The part of ring step ``step`` of phase p (= ph) has arrived (at t_ps, or before the phase entry)."""
+        cdef int64_t ready = _max(t_ps, st.entry_ps)
+        cdef int64_t x = _wrap(st.pos - ph.lag - step, ph.size)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(st, lt, x) * engine.elem_bytes)
-        if step < g - 2:
-            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, ch, ph.op, lt, x)
+            ready = engine.reduce(chip, ready, _part_bytes(st, ph, x))
+        if step < ph.last_step:
+            self._send_part(engine, st, chip, st.peer, ready, p, step + 1, j, key, ph.op, ph.level, x)
         st.last_ps = _max(st.last_ps, ready)
-        st.handled += 1
+        st.remaining -= 1
 
     # --- mesh phases (direct fabric) -------------------------------------------
 
-    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_mesh(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size
@@ -386,62 +411,62 @@ cdef class HierarchicalSchedule(Schedule):
             for d in range(1, g):
                 x = _wrap(u + d, g)
                 if x < m:
-                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, ch,
+                    self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, x), entry_ps, p, 0, j, key,
                                     OP_REDUCE, lt, x)
-            st.expected = <int32_t> ((g - 1) if u < m else 0)
+            st.remaining = <uint16_t> ((g - 1) if u < m else 0)
         else:
             if u < m:
                 for d in range(1, g):
                     self._send_part(engine, st, chip, self._chip_of_part(chip, lt, ch, _wrap(u + d, g)), entry_ps,
-                                    p, 0, j, ch, OP_COPY, lt, u)
-            st.expected = <int32_t> (m - (1 if u < m else 0))
+                                    p, 0, j, key, OP_COPY, lt, u)
+            st.remaining = <uint16_t> (m - (1 if u < m else 0))
         early = _early(st)[p]
         for i in range(early):
-            self._mesh_recv(engine, chip, ch, j, p, st, entry_ps)
-        if st.handled == st.expected:
+            self._mesh_recv(engine, ph, chip, st, entry_ps)
+        if st.remaining == 0:
             return st.last_ps
         return -1
 
-    cdef inline void _mesh_recv(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
-                         Stream* st, int64_t t_ps) noexcept nogil:
-        cdef const Phase* ph = &self.phases[p]
-        cdef int64_t lt = ph.level
+    cdef inline void _mesh_recv(self, Engine engine, const Phase* ph, int64_t chip, Stream* st,
+                                int64_t t_ps) noexcept nogil:
+        """A part for this chip's own unit has arrived (RS: reduce it; AG: count it)."""
         cdef int64_t ready = _max(t_ps, st.entry_ps)
         if ph.reduces:
-            ready = engine.reduce(chip, ready, self._part_elems(st, lt, st.pos) * engine.elem_bytes)
+            ready = engine.reduce(chip, ready, _part_bytes(st, ph, st.pos))
         st.last_ps = _max(st.last_ps, ready)
-        st.handled += 1
+        st.remaining -= 1
 
     # --- double binary tree across nodes (all_reduce, top=tree) ------------------
 
-    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef int64_t _enter_tree(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t key, int64_t p,
                              Stream* st, int64_t entry_ps) noexcept nogil:
         cdef int64_t lt = self.phases[p].level
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
         cdef int64_t off, length, half_len, t, nch, i, ready
         self._range(chip, ch, j, lt, &off, &length)
-        st.phase = <int32_t> p
+        st.phase = <int8_t> p
         st.entry_ps = entry_ps
         # tree t carries half t of the range (all_reduce only: never strided)
         st.off = off
         st.part_len = length >> 1
-        st.part_extra = length & 1
+        st.part_extra = <uint16_t> (length & 1)
+        st.remaining = 2
+        st.last_ps = 0  # (times are >= 0: the max over the trees' finishing times)
         for t in range(2):
             half_len = _part_len(st, t)
             if half_len == 0:
-                st.tree_done_ps[t] = entry_ps
+                _tree_finished_at(st, entry_ps)
                 continue
-            st.tree_done_ps[t] = -1
             nch = ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                    + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0))
             ready = entry_ps
             for i in range(st.tree_up[t]):
                 ready = engine.reduce(chip, entry_ps, half_len * engine.elem_bytes)
             if st.tree_up[t] == nch:
-                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
-        return self._tree_finished(st)
+                self._tree_up_done(engine, chip, j, key, p, st, t, ready)
+        return st.last_ps if st.remaining == 0 else -1
 
-    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t ch, int64_t j, int64_t p,
+    cdef void _tree_up_done(self, Engine engine, int64_t chip, int64_t j, int64_t key, int64_t p,
                             Stream* st, int64_t t, int64_t ready_ps) noexcept nogil:
         """Tree t's half is reduced over this chip's subtree: send it up, or (root) broadcast it."""
         cdef int64_t lt = self.phases[p].level, per_node = self.levels[lt].weight
@@ -450,20 +475,20 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t parent = self.tree_parent[t * self.nodes + node]
         if parent >= 0:
             engine.send(chip, chip + (parent - node) * per_node, ready_ps, half_off, half_len, OP_REDUCE,
-                        p, 2 * t, j, 2 * ch + 1)
+                        p, 2 * t, j, 2 * key + 1)
             return
         for i in range(2):
             child = self.tree_child[(t * self.nodes + node) * 2 + i]
             if child >= 0:
                 engine.send(chip, chip + (child - node) * per_node, ready_ps, half_off, half_len, OP_COPY,
-                            p, 2 * t + 1, j, 2 * ch + 1)
-        st.tree_done_ps[t] = ready_ps
+                            p, 2 * t + 1, j, 2 * key + 1)
+        _tree_finished_at(st, ready_ps)
 
-    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t ch, int64_t j,
+    cdef int64_t _tree_recv(self, Engine engine, const Message* msg, int64_t chip, int64_t j, int64_t key,
                             int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
         """A tree transfer has arrived in the phase the chip is in; returns the phase's completion or -1.
 
-        (Kept out of deliver so that the ring and mesh path stays small.)
+        (Kept out of deliver so that the ring path stays small.)
         """
         cdef int64_t t = msg.tag[1] >> 1, i, child, ready
         cdef const Level* lv = &self.levels[self.phases[p].level]
@@ -474,21 +499,15 @@ cdef class HierarchicalSchedule(Schedule):
                 child = self.tree_child[(t * self.nodes + node) * 2 + i]
                 if child >= 0:
                     engine.send(chip, chip + (child - node) * per_node, t_ps, msg.elem_offset,
-                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * ch + 1)
-            st.tree_done_ps[t] = t_ps
+                                msg.elem_count, OP_COPY, p, 2 * t + 1, j, 2 * key + 1)
+            _tree_finished_at(st, t_ps)
         else:
             st.tree_up[t] += 1
             ready = engine.reduce(chip, _max(t_ps, st.entry_ps), msg.elem_count * engine.elem_bytes)
             if st.tree_up[t] == ((1 if self.tree_child[(t * self.nodes + node) * 2] >= 0 else 0)
                                  + (1 if self.tree_child[(t * self.nodes + node) * 2 + 1] >= 0 else 0)):
-                self._tree_up_done(engine, chip, ch, j, p, st, t, ready)
-        return self._tree_finished(st)
-
-    cdef inline int64_t _tree_finished(self, const Stream* st) noexcept nogil:
-        cdef int64_t a = st.tree_done_ps[0], b = st.tree_done_ps[1]
-        if a < 0 or b < 0:
-            return -1
-        return _max(a, b)
+                self._tree_up_done(engine, chip, j, key, p, st, t, ready)
+        return st.last_ps if st.remaining == 0 else -1
 
     # --- pipeline --------------------------------------------------------------
 
@@ -501,10 +520,11 @@ cdef class HierarchicalSchedule(Schedule):
         p lets the next piece in, after this piece's own sends of phase p + 1
         (older chunks go first on a link).
         """
-        cdef int64_t done, kind, off, length
+        cdef int64_t done, kind, off, length, key
         cdef Stream* st
         while True:
-            st = self._slot(chip, ch, j)
+            key = self._key(ch, j)
+            st = self._slot(chip, key)
             if p == self.n_phases:
                 self._finish_piece(engine, chip, ch, j, st, t_ps)
                 if p > 0:
@@ -519,17 +539,18 @@ cdef class HierarchicalSchedule(Schedule):
                 continue
             if self.ph_next[(chip * self.channels + ch) * self.n_phases + p] != j:
                 # the previous chunk is still in phase p here: wait for its _release
-                st.ready_ps = t_ps
+                st.last_ps = t_ps
+                st.waiting = 1
                 if p > 0:
                     self._release(engine, chip, ch, j, p - 1, t_ps)
                 return
             kind = self.phases[p].kind
             if kind == KIND_RING_RS or kind == KIND_RING_AG:
-                done = self._enter_ring(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_ring(engine, chip, ch, j, key, p, st, t_ps)
             elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-                done = self._enter_mesh(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_mesh(engine, chip, ch, j, key, p, st, t_ps)
             else:
-                done = self._enter_tree(engine, chip, ch, j, p, st, t_ps)
+                done = self._enter_tree(engine, chip, ch, j, key, p, st, t_ps)
             if p > 0:
                 self._release(engine, chip, ch, j, p - 1, t_ps)
             if done < 0:
@@ -542,14 +563,14 @@ cdef class HierarchicalSchedule(Schedule):
         """Piece j left phase p at t_ps: piece j + 1 may enter it, at once if it is already waiting."""
         cdef int64_t nxt = j + 1, ready
         cdef Stream* st
-        self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = nxt
+        self.ph_next[(chip * self.channels + ch) * self.n_phases + p] = <uint32_t> nxt
         if nxt >= self.chunks:
             return
-        st = self._slot(chip, ch, nxt)
-        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) with ready_ps set
-        if st.ready_ps >= 0 and st.phase == p - 1:
-            ready = _max(st.ready_ps, t_ps)
-            st.ready_ps = -1
+        st = self._slot(chip, self._key(ch, nxt))
+        # waiting for phase p: finished p - 1 (phase == p - 1, or -1 for p == 0) and waiting
+        if st.waiting and st.phase == p - 1:
+            ready = _max(st.last_ps, t_ps)
+            st.waiting = 0
             self._run_from(engine, chip, ch, nxt, p, ready)
 
     cdef void _finish_piece(self, Engine engine, int64_t chip, int64_t ch, int64_t j, Stream* st,
@@ -564,12 +585,14 @@ cdef class HierarchicalSchedule(Schedule):
     cdef void start(self, Engine engine) noexcept nogil:
         cdef int64_t chip, j, ch, first, off, length, i
         self.coalesce = engine.data is None
+        for i in range(self.n_phases):
+            self.phases[i].part_scale = engine.elem_bytes * (self.levels[self.phases[i].level].runs
+                                                             if self.strided else 1)
         self.makespan_ps = 0
         self.pieces_done = 0
         for i in range(self.n_streams):
             _reset_stream(self._stream(i), self.n_phases)
-        for i in range(self.ph_next.shape[0]):
-            self.ph_next[i] = 0
+        memset(self.ph_next, 0, self.n_ph_next * sizeof(uint32_t))
         first = self.in_flight if self.in_flight < self.chunks else self.chunks
         for chip in range(self.n_chips):
             for j in range(first):
@@ -579,28 +602,37 @@ cdef class HierarchicalSchedule(Schedule):
                         self._run_from(engine, chip, ch, j, 0, 0)
 
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil:
-        cdef int64_t p = msg.tag[0], j = msg.tag[2], ch = msg.tag[3] >> 1, chip = msg.dst
-        cdef int64_t kind, done
+        cdef int64_t p = msg.tag[0], j = msg.tag[2], key = msg.tag[3] >> 1, chip = msg.dst
+        cdef const Phase* ph
         cdef Stream* st
         if p >= self.n_phases or (msg.tag[3] & 1) == 0:
             return  # not a transfer's last message (runs before it carry data only)
-        st = self._slot(chip, ch, j)
-        kind = self.phases[p].kind
+        st = self._slot(chip, key)
+        ph = &self.phases[p]
+        if st.phase != p or ph.kind > KIND_RING_AG:
+            self._deliver_other(engine, msg, ph, chip, j, key, p, st, t_ps)
+            return
+        # the common case: a ring step in the phase the chip is in
+        self._ring_recv(engine, ph, chip, j, key, p, st, msg.tag[1], t_ps)
+        if st.remaining == 0:
+            self._run_from(engine, chip, self._channel(key), j, p + 1, st.last_ps)
+
+    cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t j,
+                             int64_t key, int64_t p, Stream* st, int64_t t_ps) noexcept nogil:
+        """deliver() for an early arrival, a mesh or a tree transfer (kept out of the ring path)."""
+        cdef int64_t done
         if st.phase != p:
             # early: the chip has not entered phase p for this piece yet (only
             # reductions travel up a tree before the receiver entered it)
-            if kind == KIND_TREE_AR:
+            if ph.kind == KIND_TREE_AR:
                 st.tree_up[msg.tag[1] >> 1] += 1
             else:
                 _early(st)[p] += 1
             return
-        if kind == KIND_RING_RS or kind == KIND_RING_AG:
-            self._ring_recv(engine, chip, ch, j, p, st, msg.tag[1], t_ps)
-            done = st.last_ps if st.handled == st.expected else -1
-        elif kind == KIND_MESH_RS or kind == KIND_MESH_AG:
-            self._mesh_recv(engine, chip, ch, j, p, st, t_ps)
-            done = st.last_ps if st.handled == st.expected else -1
+        if ph.kind == KIND_MESH_RS or ph.kind == KIND_MESH_AG:
+            self._mesh_recv(engine, ph, chip, st, t_ps)
+            done = st.last_ps if st.remaining == 0 else -1
         else:
-            done = self._tree_recv(engine, msg, chip, ch, j, p, st, t_ps)
+            done = self._tree_recv(engine, msg, chip, j, key, p, st, t_ps)
         if done >= 0:
-            self._run_from(engine, chip, ch, j, p + 1, done)
+            self._run_from(engine, chip, self._channel(key), j, p + 1, done)
