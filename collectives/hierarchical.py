@@ -219,6 +219,7 @@ from functools import lru_cache
 import numpy as np
 
 from collectives.base import AlgorithmParams, Collective, effective_count
+from collsim.errors import ConfigError
 from collsim.units import serialization_ps
 from topologies.model import Cluster, Fabric
 
@@ -228,6 +229,10 @@ RING_AG = 1
 MESH_RS = 2
 MESH_AG = 3
 TREE_AR = 4
+
+RING_UNITS_MAX = 2**16
+"""Largest ring or mesh the event schedule runs: a slot counts its transfers in 16 bits
+(collectives/_hierarchical.pxd).  A ring across more nodes would be ~10^11 events anyway."""
 
 
 @dataclass(frozen=True)
@@ -757,6 +762,27 @@ def analytic_time_ps(cluster: Cluster, collective: Collective, count: int, elem_
 # --- event ----------------------------------------------------------------------------
 
 
+def _check_ring_sizes(cluster: Cluster, collective: Collective, plan) -> None:
+    for ph in plan.phases:
+        size = plan.levels[ph.level].size if 0 <= ph.level < len(plan.levels) else 0
+        if ph.kind != TREE_AR and size > RING_UNITS_MAX:
+            last = ph.level == len(plan.levels) - 1 and size == cluster.nodes
+            raise ConfigError("cluster.nodes" if last else "topology.levels",
+                              f"the hierarchical event schedule runs rings of at most {RING_UNITS_MAX:,} units, "
+                              f"this {collective.value} needs one of {size:,} (fidelity=analytic has no such limit)")
+
+
+def check_event_limits(cluster: Cluster, collective: Collective, params: AlgorithmParams) -> None:
+    """Refuse, before any output, a cluster the event schedule cannot run (ConfigError).
+
+    With ``top=auto`` only the rings every size needs are checked (auto may pick the
+    tree across nodes); make_schedule checks the plan it builds.
+    """
+    if params.top == "auto":
+        params = replace(params, top="tree")
+    _check_ring_sizes(cluster, collective, build_plan(cluster, collective, params))
+
+
 def make_schedule(cluster: Cluster, collective: Collective, count: int, elem_bytes: int,
                   params: AlgorithmParams):
     """The event schedule (collectives/_hierarchical.pyx) for ``count`` elements per chip."""
@@ -780,6 +806,7 @@ def make_schedule(cluster: Cluster, collective: Collective, count: int, elem_byt
                 inverse[u] = q
             pos.extend(inverse)
             at += lv.size
+    _check_ring_sizes(cluster, collective, plan)
     top_tree = any(ph.kind == TREE_AR for ph in plan.phases)
     if top_tree:
         parent, children, _ = double_binary_tree(cluster.nodes)

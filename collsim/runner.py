@@ -224,6 +224,10 @@ def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, rank
             distributed.check_partition(spec.cluster, ranks)
             distributed.lookahead_ps(spec.cluster)
     n = spec.cluster.chips
+    if spec.fidelity != "analytic" and spec.algorithm in ("hierarchical", "auto"):
+        from collectives.hierarchical import check_event_limits
+
+        check_event_limits(spec.cluster, spec.collective, spec.params)
     if spec.fidelity == "data":
         _check_data_fits(spec, ranks)
     factor = bus_factor(spec.collective, n)

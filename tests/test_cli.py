@@ -148,3 +148,16 @@ def test_data_fidelity_that_cannot_fit_is_refused_before_any_output(collsim):
     assert len(lines) == 1 and lines[0].startswith("collsim: error: sizes.max: data fidelity needs"), proc.stderr
     assert proc.stdout.strip() == ""
     assert not (collsim.run_dir / "results.csv").exists()
+
+
+def test_event_ring_beyond_the_schedule_limit_is_refused_before_any_output(collsim):
+    # a reduce-scatter always runs a ring across nodes; the hierarchical event schedule
+    # counts a ring's transfers in 16 bits (and 65,537 nodes would be ~10^11 events)
+    proc = collsim("topology=trn2", "cluster.nodes=65537", "algorithm=hierarchical", "fidelity=event",
+                   "collective=reduce_scatter", "sizes.min=1GiB", "sizes.max=1GiB")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "collsim: error: cluster.nodes: the hierarchical event schedule runs rings of at most 65,536 units"), proc.stderr
+    assert proc.stdout.strip() == ""
+    assert not (collsim.run_dir / "results.csv").exists()
