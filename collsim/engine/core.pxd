@@ -147,11 +147,11 @@ cdef class Engine:
     # Where msg goes after a hop that ended at t_next: another rank's outbox (returns 1,
     # the slot is freed), or back into this rank's queue (returns 0; the caller queues it).
     cdef int _hand_on(self, Message* msg, int64_t slot, int64_t t_next) noexcept nogil
-    # Apply payload, free the slot, call schedule.deliver.
-    cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
     # A delivery made on another rank, seen by the sender's rank (sender_reacts).
     cdef void _deliver_to_sender(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil
-    cdef int64_t _alloc_message(self) noexcept nogil
+    # Put a never-used slot on the (empty) free list, growing the pool when full;
+    # 0, or -1 when out of memory.  (_alloc_slot in core.pyx is the fast path.)
+    cdef int _add_slot(self) noexcept nogil
     cdef void _fail(self, int code, int64_t a, int64_t b, int64_t c) noexcept nogil
 
     # Move elem_count elements [elem_offset, +count) of src's buffer to dst, head

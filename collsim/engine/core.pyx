@@ -178,7 +178,7 @@ cdef class Engine:
         self._next_seq_arr = np.zeros(router.num_chips, dtype=np.int64)
         self.link_free_ps = _pointer(self._link_free_arr)
         self.reserve_at_send = reserve_at_send
-        self.spot_first, self.spot_end = _spot_links(router)
+        self.spot_first, self.spot_end = _spot_links(router) if reserve_at_send else (0, 0)
         self._spot_queued_arr = np.zeros(max(1, self.spot_end - self.spot_first), dtype=np.int32)
         self.spot_queued = _pointer32(self._spot_queued_arr)
         self.reduce_free_ps = _pointer(self._reduce_free_arr)
@@ -342,7 +342,7 @@ cdef class Engine:
                 self.events += 1
                 done += 1
                 queue_pop(&self.queue, &ev)
-                self._deliver(schedule, ev.slot, ev.time_ps)
+                _deliver(self, schedule, ev.slot, ev.time_ps)
             else:
                 queue_pop(&self.queue, &ev)
                 self._deliver_to_sender(schedule, ev.slot, ev.time_ps)
@@ -382,21 +382,6 @@ cdef class Engine:
             self._fail(ERR_NOMEM, 0, 0, 0)
         return 0
 
-    cdef void _deliver(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
-        # deliver() reads the message in place.  The slot is freed after it, so the
-        # schedule's sends cannot take it, and a pool they outgrow stays readable
-        # until then (_alloc_message retires it instead of freeing it).
-        cdef Message* msg = &self.msgs[slot]
-        if msg.payload >= 0:
-            self.data.apply(msg.payload, msg.dst - self.chip_lo, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
-            msg.payload = -1
-        self.delivering = True
-        schedule.deliver(self, msg, t_ps)
-        self.delivering = False
-        _free_slot(self, slot)
-        if self.num_retired_pools > 0:
-            _free_retired_pools(self)
-
     cdef void _deliver_to_sender(self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
         """The sender's side of a delivery made on another rank (WIRE_SENDER): deliver() without payload."""
         cdef Message* msg = &self.msgs[slot]
@@ -409,35 +394,30 @@ cdef class Engine:
         if self.num_retired_pools > 0:
             _free_retired_pools(self)
 
-    cdef int64_t _alloc_message(self) noexcept nogil:
+    cdef int _add_slot(self) noexcept nogil:
         cdef int64_t capacity
         cdef Message* msgs
         cdef int64_t* free_list
-        if self.num_free_msgs == 0:
-            if self.num_msgs == self.msg_capacity:
-                capacity = 2 * self.msg_capacity
-                msgs = _alloc_pool(capacity)
-                if msgs == NULL:
-                    return -1
-                memcpy(msgs, self.msgs, self.msg_capacity * sizeof(Message))
-                if self.delivering:
-                    _retire_pool(self, self.msgs)  # deliver() is reading a message of it
-                else:
-                    free(self.msgs)
-                self.msgs = msgs
-                free_list = <int64_t*> realloc(self.free_msgs, capacity * sizeof(int64_t))
-                if free_list == NULL:
-                    return -1
-                self.free_msgs = free_list
-                self.msg_capacity = capacity
-            self.free_msgs[0] = self.num_msgs
-            self.num_free_msgs = 1
-            self.num_msgs += 1
-        self.num_free_msgs -= 1
-        # (the message being delivered, if any, holds its slot until deliver returns: not in flight)
-        if self.num_msgs - self.num_free_msgs - self.delivering > self.peak_in_flight:
-            self.peak_in_flight = self.num_msgs - self.num_free_msgs - self.delivering
-        return self.free_msgs[self.num_free_msgs]
+        if self.num_msgs == self.msg_capacity:
+            capacity = 2 * self.msg_capacity
+            msgs = _alloc_pool(capacity)
+            if msgs == NULL:
+                return -1
+            memcpy(msgs, self.msgs, self.msg_capacity * sizeof(Message))
+            if self.delivering:
+                _retire_pool(self, self.msgs)  # deliver() is reading a message of it
+            else:
+                free(self.msgs)
+            self.msgs = msgs
+            free_list = <int64_t*> realloc(self.free_msgs, capacity * sizeof(int64_t))
+            if free_list == NULL:
+                return -1
+            self.free_msgs = free_list
+            self.msg_capacity = capacity
+        self.free_msgs[0] = self.num_msgs
+        self.num_free_msgs = 1
+        self.num_msgs += 1
+        return 0
 
     cdef void _fail(self, int code, int64_t a, int64_t b, int64_t c) noexcept nogil:
         if self.error == ERR_NONE:
@@ -468,21 +448,22 @@ cdef class Engine:
     cdef int64_t send(self, int64_t src, int64_t dst, int64_t t_ps,
                       int64_t elem_offset, int64_t elem_count, int32_t op,
                       int64_t tag0, int64_t tag1, int64_t tag2, int64_t tag3) noexcept nogil:
-        cdef int64_t n = self.router.num_chips
+        cdef uint64_t n = <uint64_t> self.router.num_chips
         cdef int64_t slot, seq
         cdef Message* msg
+        cdef bint has_data = self.data is not None
         if self.error != ERR_NONE:
             return -1
-        if src < 0 or src >= n or dst < 0 or dst >= n:
+        if (<uint64_t> src >= n) | (<uint64_t> dst >= n):       # (negative ids wrap above n)
             self._fail(ERR_BAD_CHIP, src, dst, 0)
             return -1
-        if src < self.chip_lo or src >= self.chip_hi:
+        if <uint64_t> (src - self.chip_lo) >= <uint64_t> (self.chip_hi - self.chip_lo):
             return -1               # another rank's chip: its owner sends
         if t_ps < self.now_ps:
             self._fail(ERR_PAST, t_ps, self.now_ps, 0)
             return -1
-        if elem_offset < 0 or elem_count < 0 or (self.data is not None and elem_offset + elem_count > self.data.count):
-            self._fail(ERR_BAD_SLICE, elem_offset, elem_count, self.data.count if self.data is not None else -1)
+        if (elem_offset | elem_count) < 0 or (has_data and elem_offset + elem_count > self.data.count):
+            self._fail(ERR_BAD_SLICE, elem_offset, elem_count, self.data.count if has_data else -1)
             return -1
         slot = _new_message(self, src, dst, t_ps, tag0, tag1, tag2, tag3)
         if slot < 0:
@@ -493,13 +474,13 @@ cdef class Engine:
         msg.nbytes = elem_count * self.elem_bytes
         msg.op = op
         msg.nhops = self.router.route(src, dst, msg.links)
-        if self.data is not None:
+        if has_data:
             msg.payload = self.data.snapshot(src - self.chip_lo, elem_offset, elem_count)
             if msg.payload < 0:
                 _free_slot(self, slot)
                 self._fail(ERR_NOMEM, 0, 0, 0)
                 return -1
-        if t_ps == self.now_ps and msg.nhops > 0 and self.reserve_at_send and _spot_free(self, msg.links[0]):
+        if t_ps == self.now_ps and msg.nhops > 0 and _spot_free(self, msg.links[0]):
             # Nothing can reach this link before the message at this instant (see
             # _spot_links): its event would reserve it exactly as this does, later.
             seq = msg.seq
@@ -643,7 +624,7 @@ cdef class Engine:
         return 0
 
     cdef int _import(self, const WireRecord* rec, const char* payload) noexcept nogil:
-        cdef int64_t slot = self._alloc_message()
+        cdef int64_t slot = _alloc_slot(self)
         cdef Message* msg
         if slot < 0:
             return -1
@@ -801,6 +782,38 @@ cdef void _free_retired_pools(Engine self) noexcept nogil:
         free(self.retired_pools[self.num_retired_pools])
 
 
+cdef inline int64_t _alloc_slot(Engine self) noexcept nogil:
+    """A free slot of the pool (the most recently freed); -1 when out of memory."""
+    cdef int64_t in_flight
+    if self.num_free_msgs == 0 and self._add_slot() != 0:
+        return -1
+    self.num_free_msgs -= 1
+    # (the message being delivered, if any, holds its slot until deliver returns: not in flight)
+    in_flight = self.num_msgs - self.num_free_msgs - self.delivering
+    if in_flight > self.peak_in_flight:
+        self.peak_in_flight = in_flight
+    return self.free_msgs[self.num_free_msgs]
+
+
+cdef inline void _deliver(Engine self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
+    """Apply the payload (data fidelity), call schedule.deliver, free the slot.
+
+    deliver() reads the message in place.  The slot is freed after it, so the
+    schedule's sends cannot take it, and a pool they outgrow stays readable
+    until then (_add_slot retires it instead of freeing it).
+    """
+    cdef Message* msg = &self.msgs[slot]
+    if msg.payload >= 0:
+        self.data.apply(msg.payload, msg.dst - self.chip_lo, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
+        msg.payload = -1
+    self.delivering = True
+    schedule.deliver(self, msg, t_ps)
+    self.delivering = False
+    _free_slot(self, slot)
+    if self.num_retired_pools > 0:
+        _free_retired_pools(self)
+
+
 cdef inline void _free_slot(Engine self, int64_t slot) noexcept nogil:
     self.free_msgs[self.num_free_msgs] = slot
     self.num_free_msgs += 1
@@ -815,7 +828,7 @@ cdef inline int64_t _new_message(Engine self, int64_t src, int64_t dst, int64_t 
     if (<uint64_t> seq) >> self.seq_bits:
         self._fail(ERR_SEQ, src, seq, 0)
         return -1
-    slot = self._alloc_message()
+    slot = _alloc_slot(self)
     if slot < 0:
         self._fail(ERR_NOMEM, 0, 0, 0)
         return -1
