@@ -39,9 +39,9 @@ ctypedef struct EventBlock:
     Event items[COLLSIM_BLOCK_EVENTS]
 
 ctypedef struct EventChain:
-    EventBlock* head
-    EventBlock* tail
-    int64_t size
+    EventBlock* head      # NULL when the bucket is empty
+    EventBlock* tail      # last block; when empty, a shared full sentinel (one test per append)
+    int64_t min_ps        # earliest time in the bucket (kept at append: no scan when emptied)
 
 ctypedef struct EventQueue:
     Event top             # the smallest pending event (valid when size > 0)

@@ -36,6 +36,9 @@ from libc.stdlib cimport malloc, realloc, free, abort
 from libc.stdio cimport fprintf, stderr
 from libc.string cimport memset
 
+cdef extern from *:
+    void __builtin_prefetch(const void* p) noexcept nogil
+
 cdef extern from "eventkey.h" nogil:
     int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
     int collsim_time_bucket(int64_t time, int64_t origin)
@@ -222,6 +225,13 @@ cdef int _sort_now(EventQueue* queue) noexcept nogil:
 
 # --- the buckets: chains of pool blocks ------------------------------------------------
 
+# The tail of every empty chain: it looks full, so an append tests one thing (is the
+# tail full?) and the rare cases (empty chain, full block) share the slow path.
+# Never written: its count stays COLLSIM_BLOCK_EVENTS.
+cdef EventBlock _full_sentinel
+_full_sentinel.count = COLLSIM_BLOCK_EVENTS
+
+
 cdef EventBlock* _new_block(EventQueue* queue) noexcept nogil:
     """An empty block from the pool (allocated when the pool is dry); NULL when out of memory."""
     cdef EventBlock* block = queue.free_blocks
@@ -239,35 +249,51 @@ cdef EventBlock* _new_block(EventQueue* queue) noexcept nogil:
     return block
 
 
+cdef inline void _empty_chain(EventChain* chain) noexcept nogil:
+    chain.head = NULL
+    chain.tail = &_full_sentinel
+
+
 cdef inline void _release_chain(EventQueue* queue, EventChain* chain) noexcept nogil:
     """Give a chain's blocks back to the pool, first in line for reuse."""
     if chain.head != NULL:
         chain.tail.next = queue.free_blocks
         queue.free_blocks = chain.head
-    chain.head = NULL
-    chain.tail = NULL
-    chain.size = 0
+    _empty_chain(chain)
 
 
-cdef int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
+cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, int b, const Event* ev) noexcept nogil:
+    """_bucket_push when the chain's tail is full (or the chain empty): append a block first."""
+    cdef EventBlock* block = _new_block(queue)
+    if block == NULL:
+        return -1
+    if chain.head == NULL:
+        chain.head = block
+        chain.min_ps = ev.time_ps
+        queue.nonempty[b >> 6] |= (<uint64_t> 1) << (b & 63)
+        queue.levels |= (<uint64_t> 1) << (b >> 8)
+    else:
+        chain.tail.next = block
+        if ev.time_ps < chain.min_ps:
+            chain.min_ps = ev.time_ps
+    chain.tail = block
+    block.items[0] = ev[0]
+    block.count = 1
+    return 0
+
+
+cdef inline int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
     """ev is later than the origin: append it to its time bucket; 0, or -1 when out of memory."""
     cdef int b = collsim_time_bucket(ev.time_ps, queue.origin_ps)
     cdef EventChain* chain = &queue.bucket[b]
     cdef EventBlock* block = chain.tail
-    if block == NULL or block.count == COLLSIM_BLOCK_EVENTS:
-        block = _new_block(queue)
-        if block == NULL:
-            return -1
-        if chain.tail == NULL:
-            chain.head = block
-            queue.nonempty[b >> 6] |= (<uint64_t> 1) << (b & 63)
-            queue.levels |= (<uint64_t> 1) << (b >> 8)
-        else:
-            chain.tail.next = block
-        chain.tail = block
-    block.items[block.count] = ev[0]
-    block.count += 1
-    chain.size += 1
+    cdef int64_t n = block.count
+    if n == COLLSIM_BLOCK_EVENTS:
+        return _bucket_push_slow(queue, chain, b, ev)
+    if ev.time_ps < chain.min_ps:
+        chain.min_ps = ev.time_ps
+    block.items[n] = ev[0]
+    block.count = n + 1
     return 0
 
 
@@ -287,57 +313,69 @@ cdef inline void _mark_empty(EventQueue* queue, int b) noexcept nogil:
         queue.levels &= ~((<uint64_t> 1) << level)
 
 
+cdef inline void _reserve_now(EventQueue* queue, int64_t n) noexcept nogil:
+    """Room for n more events in the batch (refill has no error path)."""
+    if queue.now.size + n > queue.now.capacity and _reserve(queue, &queue.now, queue.now.size + n) != 0:
+        _out_of_memory()
+
+
 cdef void _refill(EventQueue* queue) noexcept nogil:
     """Batch and side heap are empty: the earliest bucketed time becomes the origin and its events the batch.
 
-    Level-0 buckets hold a single time: all their events join the batch.
-    Otherwise the others drop to lower levels around the new origin.
+    One pass over the first non-empty bucket (its earliest time was kept at append):
+    a level-0 bucket holds that time only, so all of it joins the batch; otherwise the
+    other events drop to lower levels around the new origin.  The blocks are cold when
+    the queue is large, so the next one is prefetched while the current one is read.
     """
     cdef int b = _first_bucket(queue)
     cdef EventChain* chain = &queue.bucket[b]
     cdef EventArray* now = &queue.now
-    cdef EventBlock* block
+    cdef EventBlock* block = chain.head
+    cdef EventBlock* tail = chain.tail
     cdef Event* ev
-    cdef int64_t k, m
+    cdef Event* dst
+    cdef int64_t k, count, m = chain.min_ps
     cdef uint64_t last_tie = 0
-    cdef bint in_order = True
+    cdef bint out_of_order = False
     _mark_empty(queue, b)
-    m = chain.head.items[0].time_ps
-    if b >= 256:
-        block = chain.head
-        while block != NULL:
-            for k in range(block.count):
-                if block.items[k].time_ps < m:
-                    m = block.items[k].time_ps
-            block = block.next
     queue.origin_ps = m
     now.size = 0
     queue.now_head = 0
-    if _reserve(queue, now, chain.size) != 0:
-        _out_of_memory()
-    block = chain.head
     while block != NULL:
-        for k in range(block.count):
-            ev = &block.items[k]
-            if ev.time_ps == m:
-                if ev.tie < last_tie:
-                    in_order = False
+        __builtin_prefetch(block.next)
+        count = block.count
+        _reserve_now(queue, count)
+        dst = now.items + now.size
+        if b < 256:
+            for k in range(count):
+                ev = &block.items[k]
+                out_of_order |= ev.tie < last_tie
                 last_tie = ev.tie
-                now.items[now.size] = ev[0]
-                now.size += 1
-            elif _bucket_push(queue, ev) != 0:     # a lower level than b's
-                _out_of_memory()
+                dst[k] = ev[0]
+            now.size += count
+        else:
+            for k in range(count):
+                ev = &block.items[k]
+                if ev.time_ps == m:
+                    out_of_order |= ev.tie < last_tie
+                    last_tie = ev.tie
+                    dst[0] = ev[0]
+                    dst += 1
+                elif _bucket_push(queue, ev) != 0:     # a lower level than b's
+                    _out_of_memory()
+            now.size = dst - now.items
         block = block.next
-    _release_chain(queue, chain)
-    if not in_order and _sort_now(queue) != 0:
+    # give the blocks back (appends above went to other buckets: b's chain is unchanged)
+    tail.next = queue.free_blocks
+    queue.free_blocks = chain.head
+    _empty_chain(chain)
+    if out_of_order and _sort_now(queue) != 0:
         _out_of_memory()
 
 
-cdef int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
-    """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
+cdef int _insert_slow(EventQueue* queue, const Event* ev) noexcept nogil:
+    """_insert_rest for ev at or before the origin: the batch or the side heap."""
     cdef EventArray* now = &queue.now
-    if ev.time_ps > queue.origin_ps:
-        return _bucket_push(queue, ev)
     if ev.time_ps == queue.origin_ps:
         if queue.now_head == now.size:
             # the batch is used up: start it again with ev
@@ -347,6 +385,13 @@ cdef int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
         if ev.tie > now.items[now.size - 1].tie:
             return _append(queue, now, ev)
     return _side_push(queue, ev)
+
+
+cdef inline int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
+    """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
+    if ev.time_ps > queue.origin_ps:
+        return _bucket_push(queue, ev)
+    return _insert_slow(queue, ev)
 
 
 cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
@@ -368,7 +413,10 @@ cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
 # --- the interface (events.pxd) ----------------------------------------------------------
 
 cdef int queue_init(EventQueue* queue) noexcept nogil:
+    cdef int b
     memset(queue, 0, sizeof(EventQueue))
+    for b in range(COLLSIM_TIME_BUCKETS):
+        _empty_chain(&queue.bucket[b])
     return 0
 
 
@@ -395,7 +443,7 @@ cdef void queue_free(EventQueue* queue) noexcept nogil:
     free(queue.now.items)
     free(queue.side.items)
     free(queue.scratch.items)
-    memset(queue, 0, sizeof(EventQueue))
+    queue_init(queue)
 
 
 cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
