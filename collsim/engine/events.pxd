@@ -17,9 +17,12 @@
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "eventkey.h":
-    enum: COLLSIM_TIME_LEVELS     # 8: one per byte of the time
-    enum: COLLSIM_TIME_BUCKETS    # 256 per level
+    enum: COLLSIM_DIGIT_BITS      # bits of time per radix level
+    enum: COLLSIM_TIME_DIGITS     # buckets per level: 2 ** COLLSIM_DIGIT_BITS
+    enum: COLLSIM_TIME_LEVELS     # levels: enough digits for a 63-bit time
+    enum: COLLSIM_TIME_BUCKETS
     enum: COLLSIM_TIME_WORDS      # 64-bit words of the non-empty bitmap
+    enum: COLLSIM_LEVEL_WORDS     # of them per level
     enum: COLLSIM_BLOCK_EVENTS    # events per pool block
 
 ctypedef struct Event:
@@ -53,7 +56,10 @@ ctypedef struct EventQueue:
     EventArray side       # 4-ary min-heap on (time, tie); every time <= origin_ps
     EventArray scratch    # radix-sort buffer for `now`
     uint64_t nonempty[COLLSIM_TIME_WORDS]   # bit b set <=> bucket b is not empty
+    uint64_t words[COLLSIM_TIME_LEVELS]     # bit w set <=> nonempty[LEVEL_WORDS * level + w] != 0
     uint64_t levels       # bit l set <=> some bucket of level l is not empty
+    int64_t hint_ps       # the last bucketed time since the origin changed (-1: none) ...
+    EventChain* hint_chain   # ... and its bucket: lockstep pushes repeat a time, skip the index
     EventChain bucket[COLLSIM_TIME_BUCKETS]
     EventBlock* free_blocks    # the pool: most recently freed first (still in cache)
     EventBlock* all_blocks

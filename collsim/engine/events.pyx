@@ -262,7 +262,7 @@ cdef inline void _release_chain(EventQueue* queue, EventChain* chain) noexcept n
     _empty_chain(chain)
 
 
-cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, int b, const Event* ev) noexcept nogil:
+cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
     """_bucket_push when the chain's tail is full (or the chain empty): append a block first."""
     cdef EventBlock* block = _new_block(queue)
     if block == NULL:
@@ -270,8 +270,7 @@ cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, int b, const Ev
     if chain.head == NULL:
         chain.head = block
         chain.min_ps = ev.time_ps
-        queue.nonempty[b >> 6] |= (<uint64_t> 1) << (b & 63)
-        queue.levels |= (<uint64_t> 1) << (b >> 8)
+        _mark_nonempty(queue, <int> (chain - queue.bucket))
     else:
         chain.tail.next = block
         if ev.time_ps < chain.min_ps:
@@ -282,14 +281,21 @@ cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, int b, const Ev
     return 0
 
 
+cdef inline EventChain* _chain_of(EventQueue* queue, int64_t time_ps) noexcept nogil:
+    """The bucket of a time later than the origin (the last one's is remembered)."""
+    if time_ps != queue.hint_ps:
+        queue.hint_ps = time_ps
+        queue.hint_chain = &queue.bucket[collsim_time_bucket(time_ps, queue.origin_ps)]
+    return queue.hint_chain
+
+
 cdef inline int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
     """ev is later than the origin: append it to its time bucket; 0, or -1 when out of memory."""
-    cdef int b = collsim_time_bucket(ev.time_ps, queue.origin_ps)
-    cdef EventChain* chain = &queue.bucket[b]
+    cdef EventChain* chain = _chain_of(queue, ev.time_ps)
     cdef EventBlock* block = chain.tail
     cdef int64_t n = block.count
     if n == COLLSIM_BLOCK_EVENTS:
-        return _bucket_push_slow(queue, chain, b, ev)
+        return _bucket_push_slow(queue, chain, ev)
     if ev.time_ps < chain.min_ps:
         chain.min_ps = ev.time_ps
     block.items[n] = ev[0]
@@ -297,20 +303,29 @@ cdef inline int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
     return 0
 
 
+cdef inline void _mark_nonempty(EventQueue* queue, int b) noexcept nogil:
+    cdef int level = b >> COLLSIM_DIGIT_BITS
+    cdef int w = b >> 6
+    queue.nonempty[w] |= (<uint64_t> 1) << (b & 63)
+    queue.words[level] |= (<uint64_t> 1) << (w % COLLSIM_LEVEL_WORDS)
+    queue.levels |= (<uint64_t> 1) << level
+
+
 cdef inline int _first_bucket(const EventQueue* queue) noexcept nogil:
-    """The first non-empty bucket (one must exist)."""
-    cdef int w = 4 * collsim_lowest_bit(queue.levels)
-    while queue.nonempty[w] == 0:
-        w += 1
+    """The first non-empty bucket (one must exist): a lowest set bit at each bitmap tier."""
+    cdef int level = collsim_lowest_bit(queue.levels)
+    cdef int w = COLLSIM_LEVEL_WORDS * level + collsim_lowest_bit(queue.words[level])
     return 64 * w + collsim_lowest_bit(queue.nonempty[w])
 
 
 cdef inline void _mark_empty(EventQueue* queue, int b) noexcept nogil:
-    cdef int level = b >> 8
-    queue.nonempty[b >> 6] &= ~((<uint64_t> 1) << (b & 63))
-    if (queue.nonempty[4 * level] | queue.nonempty[4 * level + 1]
-            | queue.nonempty[4 * level + 2] | queue.nonempty[4 * level + 3]) == 0:
-        queue.levels &= ~((<uint64_t> 1) << level)
+    cdef int level = b >> COLLSIM_DIGIT_BITS
+    cdef int w = b >> 6
+    queue.nonempty[w] &= ~((<uint64_t> 1) << (b & 63))
+    if queue.nonempty[w] == 0:
+        queue.words[level] &= ~((<uint64_t> 1) << (w % COLLSIM_LEVEL_WORDS))
+        if queue.words[level] == 0:
+            queue.levels &= ~((<uint64_t> 1) << level)
 
 
 cdef inline void _reserve_now(EventQueue* queue, int64_t n) noexcept nogil:
@@ -339,6 +354,7 @@ cdef void _refill(EventQueue* queue) noexcept nogil:
     cdef bint out_of_order = False
     _mark_empty(queue, b)
     queue.origin_ps = m
+    queue.hint_ps = -1              # buckets are relative to the origin
     now.size = 0
     queue.now_head = 0
     while block != NULL:
@@ -346,7 +362,7 @@ cdef void _refill(EventQueue* queue) noexcept nogil:
         count = block.count
         _reserve_now(queue, count)
         dst = now.items + now.size
-        if b < 256:
+        if b < COLLSIM_TIME_DIGITS:
             for k in range(count):
                 ev = &block.items[k]
                 out_of_order |= ev.tie < last_tie
@@ -417,6 +433,7 @@ cdef int queue_init(EventQueue* queue) noexcept nogil:
     memset(queue, 0, sizeof(EventQueue))
     for b in range(COLLSIM_TIME_BUCKETS):
         _empty_chain(&queue.bucket[b])
+    queue.hint_ps = -1
     return 0
 
 
@@ -425,12 +442,14 @@ cdef void queue_clear(EventQueue* queue) noexcept nogil:
     for b in range(COLLSIM_TIME_BUCKETS):
         _release_chain(queue, &queue.bucket[b])
     memset(queue.nonempty, 0, sizeof(queue.nonempty))
+    memset(queue.words, 0, sizeof(queue.words))
     queue.levels = 0
     queue.size = 0
     queue.now.size = 0
     queue.now_head = 0
     queue.side.size = 0
     queue.origin_ps = 0          # times are >= 0: every event is at or after the origin
+    queue.hint_ps = -1
 
 
 cdef void queue_free(EventQueue* queue) noexcept nogil:
