@@ -22,8 +22,13 @@ static inline int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t tim
  * first non-empty bucket, and a bucket of level 0 holds one time only.  Times are
  * >= 0, so two times differ in bits 0..62 only.
  */
+/* 12 bits: hier_trn3_64 made 16.5 M bucket pushes against 18.5 M with 8 bits, 1.4% fewer
+ * instructions in all.  6 <= D <= 12: a level's bitmap words fit the 64 bits of words[level]. */
 #ifndef COLLSIM_DIGIT_BITS
 #define COLLSIM_DIGIT_BITS 12
+#endif
+#if COLLSIM_DIGIT_BITS < 6 || COLLSIM_DIGIT_BITS > 12
+#error "COLLSIM_DIGIT_BITS must be 6..12"
 #endif
 #define COLLSIM_TIME_DIGITS (1 << COLLSIM_DIGIT_BITS)                 /* buckets per level */
 #define COLLSIM_TIME_LEVELS (62 / COLLSIM_DIGIT_BITS + 1)

@@ -10,9 +10,9 @@
 #               emptied), sorted by tie, served from `now_head`;
 #   * `side`:   events pushed at or before the origin time while `now` is being served
 #               (a chip delivering at t sends at t): a 4-ary min-heap on (time, tie);
-#   * `bucket[256 * level + digit]`: events later than the origin, by the highest byte
-#               in which their time differs from it and their value of that byte (a
-#               radix heap over time alone, in base 256).  A bucket is a chain of
+#   * `bucket[4096 * level + digit]`: events later than the origin, by the highest 12-bit
+#               digit in which their time differs from it and their value of that digit
+#               (a radix heap over time alone, in base 4,096).  A bucket is a chain of
 #               fixed-size blocks from a pool shared by all buckets.
 from libc.stdint cimport int64_t, uint64_t
 

@@ -6,20 +6,25 @@ chip that receives at t sends at t).  A radix heap over the full 128-bit key
 (time, tie) re-bucketed those batches through the tie bits one level at a time
 and spent 60% of the engine's instructions doing it.  Here the key is split:
 
-* a **radix heap** (Ahuja, Mehlhorn, Orlin, Tarjan 1990) in base 256 orders
+* a **radix heap** (Ahuja, Mehlhorn, Orlin, Tarjan 1990) in base 4,096 orders
   *times* only: an event later than the origin time goes to the bucket named
-  by the highest byte where its time differs from the origin and its value of
-  that byte; a push is an append.  Base 256 rather than 2 because an event
-  then moves down at most once per byte (about three times for the
-  microsecond gaps of a collective) instead of once per bit;
+  by the highest 12-bit digit where its time differs from the origin and its
+  value of that digit; a push is an append.  A wide digit because an event
+  moves down at most once per digit: the microsecond gaps of a collective
+  (2^20-2^24 ps) start in level 1 or 2 of 6.  Base 4,096 against 256: 11%
+  fewer bucket pushes, 1.4% fewer instructions (hier_trn3_64);
+* the bucket of the last time pushed is remembered: collectives run in
+  lockstep, so pushes repeat a time and skip computing the bucket;
 * buckets are chains of 64-event blocks from one pool, reused most recently
   freed first: memory follows the events pending, not the largest size each
-  of the 2,048 buckets ever reached, and the blocks in use stay in cache;
-* when nothing at or before the origin is left, the first non-empty bucket is
-  emptied: the events of its earliest time become the **now batch** (the new
-  origin), sorted by tie once (they usually arrive sorted: their creators ran
-  in tie order; otherwise a radix sort on the bytes of the tie that differ),
-  the others drop to lower levels;
+  of the 24,576 buckets ever reached, and the blocks in use stay in cache;
+  each bucket keeps its earliest time at append, so emptying it reads it once;
+* when nothing at or before the origin is left, the first non-empty bucket
+  (a lowest set bit in each tier of a three-tier bitmap) is emptied: the
+  events of its earliest time become the **now batch** (the new origin),
+  sorted by tie once (they usually arrive sorted: their creators ran in tie
+  order; otherwise a radix sort on the bytes of the tie that differ), the
+  others drop to lower levels;
 * the batch is served from its head; an event pushed at the origin time with a
   tie above the batch's last is appended to it, any other push at or before the
   origin goes to the **side heap**, a 4-ary min-heap on (time, tie) that is
@@ -438,9 +443,14 @@ cdef int queue_init(EventQueue* queue) noexcept nogil:
 
 
 cdef void queue_clear(EventQueue* queue) noexcept nogil:
-    cdef int b
-    for b in range(COLLSIM_TIME_BUCKETS):
-        _release_chain(queue, &queue.bucket[b])
+    cdef int w
+    cdef uint64_t bits
+    # only the non-empty buckets (a short run clears 24,576 headers otherwise)
+    for w in range(COLLSIM_TIME_WORDS):
+        bits = queue.nonempty[w]
+        while bits != 0:
+            _release_chain(queue, &queue.bucket[64 * w + collsim_lowest_bit(bits)])
+            bits &= bits - 1
     memset(queue.nonempty, 0, sizeof(queue.nonempty))
     memset(queue.words, 0, sizeof(queue.words))
     queue.levels = 0
