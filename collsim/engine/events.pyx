@@ -41,9 +41,6 @@ from libc.stdlib cimport malloc, realloc, free, abort
 from libc.stdio cimport fprintf, stderr
 from libc.string cimport memset
 
-cdef extern from *:
-    void __builtin_prefetch(const void* p) noexcept nogil
-
 cdef extern from "eventkey.h" nogil:
     int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
     int collsim_time_bucket(int64_t time, int64_t origin)
@@ -344,8 +341,7 @@ cdef void _refill(EventQueue* queue) noexcept nogil:
 
     One pass over the first non-empty bucket (its earliest time was kept at append):
     a level-0 bucket holds that time only, so all of it joins the batch; otherwise the
-    other events drop to lower levels around the new origin.  The blocks are cold when
-    the queue is large, so the next one is prefetched while the current one is read.
+    other events drop to lower levels around the new origin.
     """
     cdef int b = _first_bucket(queue)
     cdef EventChain* chain = &queue.bucket[b]
@@ -363,7 +359,6 @@ cdef void _refill(EventQueue* queue) noexcept nogil:
     now.size = 0
     queue.now_head = 0
     while block != NULL:
-        __builtin_prefetch(block.next)
         count = block.count
         _reserve_now(queue, count)
         dst = now.items + now.size
