@@ -41,7 +41,8 @@ def op_sequences(draw):
     """
     n_ops = draw(st.integers(0, 250))
     ties = draw(st.lists(st.integers(0, 2**64 - 1), min_size=n_ops, max_size=n_ops, unique=True))
-    spread = draw(st.sampled_from([12, 600, 2**20, 2**62]))   # one byte of time, a few, all of them
+    # one radix digit of time, a few, all of them (up to INT64_MAX, the top level)
+    spread = draw(st.sampled_from([12, 600, 2**20, 2**62, 2**63 - 1]))
     ops, pending = [], 0
     for i in range(n_ops):
         kind = draw(st.sampled_from(["push", "push", "pop", "replace"])) if pending else "push"
@@ -110,3 +111,32 @@ def test_batches_from_every_level_of_the_radix_heap_in_turn():
     times = [301, 4, 70_000, 3, 300, 4, 300, 3]
     ops = [("push", t, 100 - i) for i, t in enumerate(times)] + [("pop",)] * len(times)
     assert [(t, k) for t, k, _ in _queue_ops(ops)] == sorted((t, 100 - i) for i, t in enumerate(times))
+
+
+def test_times_on_every_digit_boundary_and_near_int64_max():
+    # 2^p - 1, 2^p, 2^p + 1 for every bit p: neighbours that differ from each other in a
+    # high digit or only in the lowest, pushed scrambled, with pops in between so that
+    # the origin crosses every level boundary; the largest times sit in the top level
+    times = sorted({t for p in range(63) for t in (2**p - 1, 2**p, 2**p + 1)} | {2**63 - 2, 2**63 - 1})
+    order = [times[(i * 37) % len(times)] for i in range(len(times))]   # 37 is prime to len
+    assert sorted(order) == times
+    ops = []
+    for i, t in enumerate(order):
+        ops.append(("push", t, 1000 - i))
+        if i % 5 == 4:
+            ops.append(("pop",))
+    ops += [("pop",)] * (len(order) - sum(op[0] == "pop" for op in ops))
+    assert _queue_ops(ops) == model(ops)
+
+
+def test_a_time_pushed_again_after_the_origin_moves():
+    # the queue remembers the bucket of the last time pushed; after a refill (a new
+    # origin) the same times must land in the buckets of the new origin
+    ops = [("push", 0, 0)]
+    for i, t in enumerate((2**24 + 7, 2**24 + 2**13, 2**24 + 5, 2**25, 2**24 + 2**13)):
+        ops.append(("push", t, 10 + i))
+    for _ in range(3):
+        ops += [("pop",), ("push", 2**24 + 2**13, 5000 + len(ops)), ("push", 2**25, 6000 + len(ops)),
+                ("replace", 2**24 + 2**13 + 1)]
+    ops += [("pop",)] * (len([op for op in ops if op[0] == "push"]) - sum(op[0] == "pop" for op in ops))
+    assert _queue_ops(ops) == model(ops)

@@ -10,16 +10,19 @@
 #               emptied), sorted by tie, served from `now_head`;
 #   * `side`:   events pushed at or before the origin time while `now` is being served
 #               (a chip delivering at t sends at t): a 4-ary min-heap on (time, tie);
-#   * `bucket[256 * level + digit]`: events later than the origin, by the highest byte
-#               in which their time differs from it and their value of that byte (a
-#               radix heap over time alone, in base 256).  A bucket is a chain of
+#   * `bucket[4096 * level + digit]`: events later than the origin, by the highest 12-bit
+#               digit in which their time differs from it and their value of that digit
+#               (a radix heap over time alone, in base 4,096).  A bucket is a chain of
 #               fixed-size blocks from a pool shared by all buckets.
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "eventkey.h":
-    enum: COLLSIM_TIME_LEVELS     # 8: one per byte of the time
-    enum: COLLSIM_TIME_BUCKETS    # 256 per level
+    enum: COLLSIM_DIGIT_BITS      # bits of time per radix level
+    enum: COLLSIM_TIME_DIGITS     # buckets per level: 2 ** COLLSIM_DIGIT_BITS
+    enum: COLLSIM_TIME_LEVELS     # levels: enough digits for a 63-bit time
+    enum: COLLSIM_TIME_BUCKETS
     enum: COLLSIM_TIME_WORDS      # 64-bit words of the non-empty bitmap
+    enum: COLLSIM_LEVEL_WORDS     # of them per level
     enum: COLLSIM_BLOCK_EVENTS    # events per pool block
 
 ctypedef struct Event:
@@ -39,9 +42,9 @@ ctypedef struct EventBlock:
     Event items[COLLSIM_BLOCK_EVENTS]
 
 ctypedef struct EventChain:
-    EventBlock* head
-    EventBlock* tail
-    int64_t size
+    EventBlock* head      # NULL when the bucket is empty
+    EventBlock* tail      # last block; when empty, a shared full sentinel (one test per append)
+    int64_t min_ps        # earliest time in the bucket (kept at append: no scan when emptied)
 
 ctypedef struct EventQueue:
     Event top             # the smallest pending event (valid when size > 0)
@@ -53,7 +56,10 @@ ctypedef struct EventQueue:
     EventArray side       # 4-ary min-heap on (time, tie); every time <= origin_ps
     EventArray scratch    # radix-sort buffer for `now`
     uint64_t nonempty[COLLSIM_TIME_WORDS]   # bit b set <=> bucket b is not empty
+    uint64_t words[COLLSIM_TIME_LEVELS]     # bit w set <=> nonempty[LEVEL_WORDS * level + w] != 0
     uint64_t levels       # bit l set <=> some bucket of level l is not empty
+    int64_t hint_ps       # the last bucketed time since the origin changed (-1: none) ...
+    EventChain* hint_chain   # ... and its bucket: lockstep pushes repeat a time, skip the index
     EventChain bucket[COLLSIM_TIME_BUCKETS]
     EventBlock* free_blocks    # the pool: most recently freed first (still in cache)
     EventBlock* all_blocks
