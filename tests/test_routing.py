@@ -228,3 +228,55 @@ def test_path_longer_than_max_hops_is_refused():
     with pytest.raises(ConfigError) as err:
         Router(make_cluster([Level("r", 34, Fabric.ring, link)], nodes=1))      # 17 hops
     assert err.value.field == "topology" and "16" in err.value.message
+
+
+# --- every pair of small clusters of every fabric ------------------------------------
+
+def _level(i, fabric, size_or_dims):
+    name, link = f"l{i}", LinkSpec((i + 1) * 10**9, 1000 + i)      # a distinct spec per level
+    if fabric is Fabric.torus:
+        size = 1
+        for k in size_or_dims:
+            size *= k
+        return Level(name, size, fabric, link, tuple(size_or_dims))
+    return Level(name, size_or_dims, fabric, link)
+
+
+R, T, S, D = Fabric.ring, Fabric.torus, Fabric.switch, Fabric.direct
+EXHAUSTIVE = {
+    # name: (levels as (fabric, size or dims), nodes, nics_per_node, oversubscription, nics_per_leaf)
+    "ring2": ([(R, 2)], 2, 1, 1.0, 32),
+    "ring3": ([(R, 3)], 3, 3, 1.0, 32),
+    "ring6_trunks": ([(R, 6)], 3, 2, 2.0, 2),
+    "torus2x3": ([(T, (2, 3))], 2, 6, 1.0, 32),
+    "torus4x4": ([(T, (4, 4))], 2, 8, 1.0, 32),
+    "torus3x5": ([(T, (3, 5))], 1, 1, 1.0, 32),
+    "torus2x2x2_trunks": ([(T, (2, 2, 2))], 4, 4, 2.0, 3),
+    "torus5x2x1x3": ([(T, (5, 2, 1, 3))], 1, 1, 1.0, 32),
+    "switch5": ([(S, 5)], 3, 5, 1.0, 32),
+    "direct4_trunks": ([(D, 4)], 4, 2, 3.0, 3),
+    "direct2": ([(D, 2)], 2, 1, 1.0, 32),
+    "trn3_like_trunks": ([(S, 4), (S, 3), (D, 2)], 3, 24, 2.0, 16),
+    "torus_ring_switch": ([(T, (3, 2)), (R, 4), (S, 2)], 2, 12, 1.0, 32),
+    "ring_direct_torus_trunks": ([(R, 3), (D, 3), (T, (2, 3))], 2, 9, 1.5, 5),
+    "size_one_levels_trunks": ([(R, 1), (T, (1, 4)), (S, 1), (D, 3)], 3, 3, 8.0, 2),
+    "switch_ring2_direct": ([(S, 2), (R, 2), (D, 5)], 2, 4, 1.0, 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXHAUSTIVE))
+def test_router_matches_reference_on_every_pair(name):
+    spec, nodes, nics, oversubscription, nics_per_leaf = EXHAUSTIVE[name]
+    levels = [_level(i, fabric, arg) for i, (fabric, arg) in enumerate(spec)]
+    cluster = make_cluster(levels, nodes, nics_per_node=nics, oversubscription=oversubscription,
+                           nics_per_leaf=nics_per_leaf)
+    # the "_trunks" clusters do route through leaf trunks, the others do not
+    assert ("leaf_up" in [g.name for g in cluster.link_groups]) == name.endswith("_trunks")
+    router = Router(cluster)
+    for src, dst in itertools.product(range(cluster.chips), repeat=2):
+        assert router.route_py(src, dst) == cluster.route(src, dst), (src, dst)
+    # group_of: every link id, against the groups' ranges
+    for group in cluster.link_groups:
+        for link in range(group.first, group.first + group.count):
+            assert router.rate_Bps_py(link) == group.spec.rate_Bps
+            assert router.latency_ps_py(link) == group.spec.latency_ps

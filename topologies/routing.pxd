@@ -25,6 +25,14 @@ cdef enum:
     FABRIC_SWITCH = 2
     FABRIC_DIRECT = 3
 
+# One dimension of a ring/torus level (a ring is one dim of extent size).
+ctypedef struct TorusDim:
+    int64_t k                  # extent
+    int64_t link_step          # link id change for +1 along the dim (coordinate stride x chip stride x ports)
+    int64_t port_pos           # port of the positive direction
+    int64_t port_neg           # port of the negative direction (port_pos when k == 2)
+    collsim_fastdiv_t div      # division by k
+
 cdef class Router:
     cdef readonly int64_t num_chips
     cdef readonly int64_t num_links
@@ -39,11 +47,9 @@ cdef class Router:
     cdef int lvl_fabric[MAX_LEVELS]
     cdef int64_t lvl_ports[MAX_LEVELS]
     cdef int64_t lvl_first[MAX_LEVELS]      # first link id of the level's group
+    cdef int64_t lvl_link_stride[MAX_LEVELS]   # lvl_stride * lvl_ports: link id step per unit of c_i
     cdef int lvl_ndims[MAX_LEVELS]          # ring: 1 dim of extent size; torus: dims
-    cdef int64_t lvl_dim[MAX_LEVELS][MAX_DIMS]
-    cdef collsim_fastdiv_t lvl_dim_div[MAX_LEVELS][MAX_DIMS]
-    cdef int64_t lvl_dim_stride[MAX_LEVELS][MAX_DIMS]
-    cdef int64_t lvl_dim_port[MAX_LEVELS][MAX_DIMS]   # port of the positive direction
+    cdef TorusDim lvl_torus[MAX_LEVELS][MAX_DIMS]
     # scale-out
     cdef int has_scale_out                  # nodes > 1
     cdef int leaf_trunks                    # oversubscribed and more than one leaf
@@ -74,9 +80,3 @@ cdef class Router:
     # --- added helpers -----------------------------------------------------
     # Index of the link group holding `link` (groups are contiguous id ranges).
     cdef int group_of(self, int64_t link) noexcept nogil
-    # Links of scale-up level i taking chip `here` (coordinate c_i == cur) to
-    # c_i == target; appends at links[n:], returns the new n.
-    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, LinkId* links, int n) noexcept nogil
-    # NIC to NIC between chips of nodes node_src != node_dst.
-    cdef int _route_scale_out(self, int64_t src, int64_t dst, int64_t node_src, int64_t node_dst,
-                              LinkId* links) noexcept nogil

@@ -4,7 +4,7 @@
 (level sizes, fabric codes, torus dims, ports, link-group offsets and specs,
 scale-out parameters) and computes paths arithmetically, in C, without the GIL.
 There is no per-chip or per-link table: memory is O(levels), so a
-1,048,608-chip cluster costs the same few hundred bytes as a 16-chip one.
+1,048,608-chip cluster costs the same few kilobytes as a 16-chip one.
 
 Link ids and paths are identical to the Python reference (the tests compare
 them over random clusters):
@@ -31,18 +31,101 @@ _FABRIC_CODE = {
 }
 
 
-cdef inline int64_t _torus_step(int64_t x, int64_t y, int64_t k) noexcept nogil:
-    """Signed shortest move from x to y on a ring of k; ties go positive."""
-    cdef int64_t forward = y - x          # 0 <= x, y < k: no division needed
-    if forward < 0:
-        forward += k
-    if forward <= k - forward:
-        return forward
-    return forward - k
-
-
 def _dim_ports(k):
     return 0 if k == 1 else (1 if k == 2 else 2)
+
+
+cdef inline int _route_level(Router r, int i, int64_t here, int64_t cur, int64_t target,
+                             LinkId* links, int n) noexcept nogil:
+    """Links of scale-up level i taking chip `here` (c_i == cur) to c_i == target; appends at links[n:]."""
+    cdef int64_t base = r.lvl_first[i] + here * r.lvl_ports[i]    # link id of here's port 0
+    cdef int fabric = r.lvl_fabric[i]
+    if fabric == FABRIC_SWITCH:
+        links[n] = base                                               # uplink, port 0
+        links[n + 1] = base + (target - cur) * r.lvl_link_stride[i] + 1  # downlink at the target, port 1
+        return n + 2
+    if fabric == FABRIC_DIRECT:
+        links[n] = base + (target if target < cur else target - 1)
+        return n + 1
+    return _route_torus(r, i, base, <uint64_t> cur, <uint64_t> target, links, n)
+
+
+cdef inline int _route_torus(Router r, int i, int64_t base, uint64_t cu, uint64_t tu,
+                             LinkId* links, int n) noexcept nogil:
+    """Ring/torus level i: dimension order, shortest direction, ties positive.
+
+    `base` is the link id of the current chip's port 0.  The last dim needs no
+    division (what is left of the coordinate is its value), and once the
+    remaining dims of cu and tu agree the walk stops.  Inline: out of line, the
+    one-hop torus sends of a ring paid a call and six register saves each.
+    """
+    cdef const TorusDim* dim = &r.lvl_torus[i][0]
+    cdef const TorusDim* last
+    cdef int64_t k, x, y, fwd, hops, link, step, wrap
+    cdef uint64_t cq, tq
+    cdef int j
+    if r.lvl_ndims[i] == 0:
+        return n                            # no dims, no ports (as the reference's empty loop)
+    last = dim + (r.lvl_ndims[i] - 1)
+    while True:
+        k = dim.k
+        if dim != last:
+            cq = collsim_fastdiv_div(cu, dim.div)
+            tq = collsim_fastdiv_div(tu, dim.div)
+            x = <int64_t> (cu - cq * <uint64_t> k)
+            y = <int64_t> (tu - tq * <uint64_t> k)
+        else:
+            cq = tq = 0
+            x = <int64_t> cu
+            y = <int64_t> tu
+        if x != y:
+            fwd = y - x                     # 0 <= x, y < k: no division needed
+            if fwd < 0:
+                fwd += k
+            # walk from x: link ids move by +-link_step per hop, and by -+(k-1) link_step
+            # when the coordinate wraps; `wrap` counts the hops before it does
+            if fwd <= k - fwd:              # positive direction (ties too)
+                hops = fwd
+                link = base + dim.port_pos
+                step = dim.link_step
+                wrap = k - 1 - x
+            else:
+                hops = k - fwd
+                link = base + dim.port_neg
+                step = -dim.link_step
+                wrap = x
+            for j in range(hops):
+                links[n] = link
+                n += 1
+                link += step if j != wrap else step - k * step
+            base += (y - x) * dim.link_step
+        if cq == tq:
+            return n
+        cu = cq
+        tu = tq
+        dim += 1
+
+
+cdef inline int _route_scale_out(Router r, int64_t src, int64_t dst, LinkId* links) noexcept nogil:
+    """NIC to NIC between chips of different nodes."""
+    # chips_per_node = nics_per_node * chips_per_nic, so a chip's global NIC is chip / chips_per_nic
+    cdef uint64_t a = collsim_fastdiv_div(<uint64_t> src, r.chips_per_nic_div)
+    cdef uint64_t b = collsim_fastdiv_div(<uint64_t> dst, r.chips_per_nic_div)
+    cdef uint64_t leaf_a, leaf_b
+    cdef int n = 1
+    links[0] = r.nic_up_first + <int64_t> a
+    if r.leaf_trunks:
+        leaf_a = collsim_fastdiv_div(a, r.nics_per_leaf_div)
+        leaf_b = collsim_fastdiv_div(b, r.nics_per_leaf_div)
+        if leaf_a != leaf_b:
+            # NIC j of a leaf uses trunk j mod trunks
+            links[1] = r.leaf_up_first + <int64_t> leaf_a * r.trunks_per_leaf + <int64_t> collsim_fastdiv_mod(
+                a - leaf_a * <uint64_t> r.nics_per_leaf, r.trunks_per_leaf_div)
+            links[2] = r.leaf_down_first + <int64_t> leaf_b * r.trunks_per_leaf + <int64_t> collsim_fastdiv_mod(
+                b - leaf_b * <uint64_t> r.nics_per_leaf, r.trunks_per_leaf_div)
+            n = 3
+    links[n] = r.nic_down_first + <int64_t> b
+    return n + 1
 
 
 cdef class Router:
@@ -91,15 +174,17 @@ cdef class Router:
             self.lvl_fabric[i] = _FABRIC_CODE[level.fabric]
             self.lvl_ports[i] = level.ports
             self.lvl_first[i] = cluster.link_groups[i].first
+            self.lvl_link_stride[i] = stride * level.ports
             dims = tuple(level.torus_dims) if level.fabric in (Fabric.ring, Fabric.torus) else ()
             if len(dims) > MAX_DIMS:
                 raise ConfigError(f"topology.levels.{level.name}.dims", f"at most {MAX_DIMS} torus dimensions, got {len(dims)}")
             prod, port = 1, 0
             for d, k in enumerate(dims):
-                self.lvl_dim[i][d] = k
-                self.lvl_dim_div[i][d] = collsim_fastdiv_make(k)
-                self.lvl_dim_stride[i][d] = prod
-                self.lvl_dim_port[i][d] = port
+                self.lvl_torus[i][d].k = k
+                self.lvl_torus[i][d].div = collsim_fastdiv_make(k)
+                self.lvl_torus[i][d].link_step = prod * stride * level.ports
+                self.lvl_torus[i][d].port_pos = port
+                self.lvl_torus[i][d].port_neg = port + 1 if k > 2 else port   # extent 2: one port
                 prod *= k
                 port += _dim_ports(k)
             if dims and prod != level.size:
@@ -144,7 +229,7 @@ cdef class Router:
                 within += 1
             else:
                 for d in range(self.lvl_ndims[i]):
-                    within += self.lvl_dim[i][d] // 2
+                    within += self.lvl_torus[i][d].k // 2
         across = (4 if self.leaf_trunks else 2) if self.has_scale_out else 0
         return max(within, across)
 
@@ -164,93 +249,35 @@ cdef class Router:
         return self.grp_latency_ps[self.group_of(link)]
 
     cdef int route(self, int64_t src, int64_t dst, LinkId* links) noexcept nogil:
-        cdef uint64_t s = <uint64_t> src, d = <uint64_t> dst
+        cdef uint64_t s = <uint64_t> src, d = <uint64_t> dst, s_up, d_up
         cdef uint64_t node_s, node_d
         cdef int64_t here = src, a, b
-        cdef int i, n = 0
+        cdef int i, top = self.num_levels - 1, n = 0
         if src == dst:
             return 0
         node_s = collsim_fastdiv_div(s, self.chips_per_node_div)
         node_d = collsim_fastdiv_div(d, self.chips_per_node_div)
         if node_s != node_d:
-            return self._route_scale_out(src, dst, node_s, node_d, links)
-        # mixed-radix coordinates, level by level; once the rest of the two ids
-        # agree, so do all higher levels (a send inside a low level stops early)
-        for i in range(self.num_levels):
-            a = collsim_fastdiv_mod(s, self.lvl_size_div[i])
-            s = collsim_fastdiv_div(s, self.lvl_size_div[i])
-            b = collsim_fastdiv_mod(d, self.lvl_size_div[i])
-            d = collsim_fastdiv_div(d, self.lvl_size_div[i])
+            return _route_scale_out(self, src, dst, links)
+        # Mixed-radix coordinates, innermost level first: one quotient per chip
+        # and level (the remainder is a multiply-subtract).  Once the units
+        # above level i agree, so do all higher levels: the path is complete.
+        for i in range(top):
+            s_up = collsim_fastdiv_div(s, self.lvl_size_div[i])
+            d_up = collsim_fastdiv_div(d, self.lvl_size_div[i])
+            a = <int64_t> (s - s_up * <uint64_t> self.lvl_size[i])
+            b = <int64_t> (d - d_up * <uint64_t> self.lvl_size[i])
             if a != b:
-                n = self._route_level(i, here, a, b, links, n)
+                n = _route_level(self, i, here, a, b, links, n)
                 here += (b - a) * self.lvl_stride[i]
-            if s == d:
-                break
-        return n
-
-    cdef int _route_level(self, int i, int64_t here, int64_t cur, int64_t target, LinkId* links, int n) noexcept nogil:
-        cdef int64_t stride = self.lvl_stride[i]
-        cdef int64_t ports = self.lvl_ports[i]
-        cdef int64_t first = self.lvl_first[i]
-        cdef uint64_t cu = <uint64_t> cur, tu = <uint64_t> target
-        cdef int64_t k, x, y, step, port, move, hop_stride
-        cdef int d, s
-        if self.lvl_fabric[i] == FABRIC_SWITCH:
-            links[n] = first + here * ports          # uplink, port 0
-            here += (target - cur) * stride
-            links[n + 1] = first + here * ports + 1  # downlink, port 1
-            return n + 2
-        if self.lvl_fabric[i] == FABRIC_DIRECT:
-            port = target if target < cur else target - 1
-            links[n] = first + here * ports + port
-            return n + 1
-        for d in range(self.lvl_ndims[i]):
-            k = self.lvl_dim[i][d]
-            x = collsim_fastdiv_mod(cu, self.lvl_dim_div[i][d])
-            cu = collsim_fastdiv_div(cu, self.lvl_dim_div[i][d])
-            y = collsim_fastdiv_mod(tu, self.lvl_dim_div[i][d])
-            tu = collsim_fastdiv_div(tu, self.lvl_dim_div[i][d])
-            step = _torus_step(x, y, k)
-            if step == 0:
-                continue
-            port = self.lvl_dim_port[i][d]
-            if step < 0 and k != 2:
-                port += 1
-            hop_stride = self.lvl_dim_stride[i][d] * stride
-            for s in range(step if step > 0 else -step):
-                links[n] = first + here * ports + port
-                n += 1
-                # one step along dim d, wrapping around the ring of k
-                if step > 0:
-                    move = 1 if x + 1 < k else 1 - k
-                else:
-                    move = -1 if x > 0 else k - 1
-                x += move
-                here += move * hop_stride
-        return n
-
-    cdef int _route_scale_out(self, int64_t src, int64_t dst, int64_t node_src, int64_t node_dst,
-                              LinkId* links) noexcept nogil:
-        cdef int64_t a = node_src * self.nics_per_node + <int64_t> collsim_fastdiv_div(
-            <uint64_t> (src - node_src * self.chips_per_node), self.chips_per_nic_div)
-        cdef int64_t b = node_dst * self.nics_per_node + <int64_t> collsim_fastdiv_div(
-            <uint64_t> (dst - node_dst * self.chips_per_node), self.chips_per_nic_div)
-        cdef int64_t leaf_a, leaf_b
-        cdef int n = 0
-        links[n] = self.nic_up_first + a
-        n += 1
-        if self.leaf_trunks:
-            leaf_a = collsim_fastdiv_div(<uint64_t> a, self.nics_per_leaf_div)
-            leaf_b = collsim_fastdiv_div(<uint64_t> b, self.nics_per_leaf_div)
-            if leaf_a != leaf_b:
-                # NIC j of a leaf uses trunk j mod trunks
-                links[n] = self.leaf_up_first + leaf_a * self.trunks_per_leaf + <int64_t> collsim_fastdiv_mod(
-                    collsim_fastdiv_mod(<uint64_t> a, self.nics_per_leaf_div), self.trunks_per_leaf_div)
-                links[n + 1] = self.leaf_down_first + leaf_b * self.trunks_per_leaf + <int64_t> collsim_fastdiv_mod(
-                    collsim_fastdiv_mod(<uint64_t> b, self.nics_per_leaf_div), self.trunks_per_leaf_div)
-                n += 2
-        links[n] = self.nic_down_first + b
-        return n + 1
+            if s_up == d_up:
+                return n
+            s = s_up
+            d = d_up
+        # outermost level: s and d are node * size + coordinate, and the node is known
+        a = <int64_t> (s - node_s * <uint64_t> self.lvl_size[top])
+        b = <int64_t> (d - node_d * <uint64_t> self.lvl_size[top])
+        return _route_level(self, top, here, a, b, links, n)
 
     # --- Python helpers (tests, tools) ---------------------------------------
 
