@@ -49,6 +49,8 @@ ctypedef struct Phase:
     int64_t part_scale            # bytes per element of a part's cut: elem_bytes, x runs when strided (set by start)
     int32_t op                    # what its ring messages do: OP_REDUCE for the reduce-scatter kinds, else OP_COPY
     bint reduces                  # arrivals are reduced (RS kinds)
+    bint narrows                  # all_reduce, and phase p - 1 is a ring / mesh of level - 1: the range
+                                  #   held on entry is the chip's own part of phase p - 1's cut
 
 
 # What a chip keeps about one slot: 48 bytes, and with its early counters one
@@ -121,13 +123,15 @@ cdef class HierarchicalSchedule(Schedule):
 
     # geometry
     cdef void _piece(self, int64_t j, int64_t ch, int64_t* off, int64_t* length) noexcept nogil
-    cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil
-    cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil
-    cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil
-    cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil
-    cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
+    cdef inline int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil
+    cdef inline bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil
+    cdef inline int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil
+    cdef inline int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil
+    cdef inline void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil
-    cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
+    cdef inline int64_t _parts(self, int64_t length, int64_t g) noexcept nogil
+    cdef inline void _entry_range(self, const Stream* st, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                                  int64_t* off, int64_t* length) noexcept nogil
     cdef void _send_part(self, Engine engine, const Stream* st, int64_t src, int64_t dst, int64_t t_ps,
                          int64_t p, int64_t step, int64_t j, int64_t key, int32_t op, int64_t lt,
                          int64_t x) noexcept nogil

@@ -190,6 +190,8 @@ cdef class HierarchicalSchedule(Schedule):
             self.phases[i].reduces = kinds[i] == KIND_RING_RS or kinds[i] == KIND_MESH_RS
             self.phases[i].lag = 2 if kinds[i] == KIND_RING_RS else 1
             self.phases[i].op = OP_REDUCE if self.phases[i].reduces else OP_COPY
+            self.phases[i].narrows = (not strided and i > 0 and kinds[i - 1] != KIND_TREE_AR
+                                      and phase_levels[i - 1] == phase_levels[i] - 1)
         self.slots_div = collsim_fastdiv_make(<uint32_t> self.slots)
         self.piece_len = total // (chunks * channels)
         self.piece_extra = total % (chunks * channels)
@@ -257,15 +259,15 @@ cdef class HierarchicalSchedule(Schedule):
         length[0] = self.piece_len + (1 if x < self.piece_extra else 0)
         off[0] = x * self.piece_len + (x if x < self.piece_extra else self.piece_extra)
 
-    cdef int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
+    cdef inline int64_t _digit(self, int64_t chip, int64_t lt) noexcept nogil:
         cdef const Level* lv = &self.levels[lt]
         return <int64_t> collsim_fastdiv_mod(collsim_fastdiv_div(chip, lv.weight_div), lv.size_div)
 
-    cdef bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil:
+    cdef inline bint _reversed(self, int64_t lt, int64_t ch) noexcept nogil:
         """Odd channels run rings backwards when bidirectional (a mesh has no direction)."""
         return self.bidirectional and (ch & 1) == 1 and not self.levels[lt].mesh
 
-    cdef int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil:
+    cdef inline int64_t _own_part(self, int64_t chip, int64_t lt, int64_t ch) noexcept nogil:
         """Index of the part this chip keeps at level lt: its virtual ring position (mesh: its unit)."""
         cdef const Level* lv = &self.levels[lt]
         cdef int64_t unit = self._digit(chip, lt), pos
@@ -274,7 +276,7 @@ cdef class HierarchicalSchedule(Schedule):
         pos = unit if lv.order_off < 0 else self.order_pos[lv.order_off + unit]
         return _wrap(-pos, lv.size) if self._reversed(lt, ch) else pos
 
-    cdef int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil:
+    cdef inline int64_t _chip_of_part(self, int64_t chip, int64_t lt, int64_t ch, int64_t x) noexcept nogil:
         """The chip of chip's level-lt group that keeps part x (x = virtual ring position, mesh: unit)."""
         cdef const Level* lv = &self.levels[lt]
         cdef int64_t unit = x, pos
@@ -283,7 +285,7 @@ cdef class HierarchicalSchedule(Schedule):
             unit = pos if lv.order_off < 0 else self.order_unit[lv.order_off + pos]
         return chip + (unit - self._digit(chip, lt)) * lv.weight
 
-    cdef void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
+    cdef inline void _range(self, int64_t chip, int64_t ch, int64_t j, int64_t depth,
                      int64_t* off, int64_t* length) noexcept nogil:
         """Data the chip holds for piece (j, ch) on entering level ``depth``.
 
@@ -297,7 +299,21 @@ cdef class HierarchicalSchedule(Schedule):
         for lt in range(depth):
             _split(off[0], length[0], self.levels[lt].size, self._own_part(chip, lt, ch), off, length)
 
-    cdef int64_t _parts(self, int64_t length, int64_t g) noexcept nogil:
+    cdef inline void _entry_range(self, const Stream* st, int64_t chip, int64_t ch, int64_t j, int64_t p,
+                                  int64_t* off, int64_t* length) noexcept nogil:
+        """``_range`` for entering phase p, st still holding phase p - 1 (finished).
+
+        Going down the levels (reduce-scatter side, and the tree after it) the
+        range is the own part of phase p - 1's cut, which the stream keeps:
+        no walk over the levels below, no division.  Else ``_range``.
+        """
+        if self.phases[p].narrows:
+            off[0] = _part_off(st, st.pos)
+            length[0] = _part_len(st, st.pos)
+        else:
+            self._range(chip, ch, j, self.phases[p].level, off, length)
+
+    cdef inline int64_t _parts(self, int64_t length, int64_t g) noexcept nogil:
         """Non-empty parts: parts 0..m-1 (split_counts puts the larger parts first)."""
         if self.strided:
             return g
@@ -362,7 +378,7 @@ cdef class HierarchicalSchedule(Schedule):
         cdef const Phase* ph = &self.phases[p]
         cdef int64_t lt = ph.level, g = self.levels[lt].size, lag = ph.lag
         cdef int64_t off, length, m, v, first, i, s, early
-        self._range(chip, ch, j, lt, &off, &length)
+        self._entry_range(st, chip, ch, j, p, &off, &length)
         m = self._parts(length, g)
         v = self._own_part(chip, lt, ch)
         self._open_stream(st, p, entry_ps, off, length, g, v)
@@ -402,7 +418,7 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t lt = ph.level, g = self.levels[lt].size
         cdef bint rs = ph.reduces
         cdef int64_t off, length, m, u, d, x, i, early
-        self._range(chip, ch, j, lt, &off, &length)
+        self._entry_range(st, chip, ch, j, p, &off, &length)
         m = self._parts(length, g)
         u = self._own_part(chip, lt, ch)
         self._open_stream(st, p, entry_ps, off, length, g, u)
@@ -443,7 +459,7 @@ cdef class HierarchicalSchedule(Schedule):
         cdef int64_t lt = self.phases[p].level
         cdef int64_t node = <int64_t> collsim_fastdiv_div(chip, self.levels[lt].weight_div)
         cdef int64_t off, length, half_len, t, nch, i, ready
-        self._range(chip, ch, j, lt, &off, &length)
+        self._entry_range(st, chip, ch, j, p, &off, &length)
         st.phase = <int8_t> p
         st.entry_ps = entry_ps
         # tree t carries half t of the range (all_reduce only: never strided)
