@@ -181,9 +181,8 @@ def test_long_lockstep_batches_with_sends_at_the_current_time():
 
 
 def test_large_batches_whose_ties_differ_in_few_bits_are_sorted():
-    # lockstep: a batch's messages share their seq and differ in the src bits only;
-    # such batches (here 1 to 14 differing bits, at the bottom, middle and top of the
-    # tie) are sorted through a bitmap, the others (15 bits) by the radix sort
+    # lockstep: a batch's messages share their seq and differ in the src bits only
+    # (here 1 to 15 differing bits, at the bottom, middle and top of the tie)
     import random
     rng = random.Random(3)
     for bits in (1, 3, 6, 7, 12, 14, 15):

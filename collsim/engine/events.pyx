@@ -23,9 +23,7 @@ and spent 60% of the engine's instructions doing it.  Here the key is split:
   (a lowest set bit in each tier of a three-tier bitmap) is emptied: the
   events of its earliest time become the **now batch** (the new origin),
   sorted by tie once (they usually arrive sorted: their creators ran in tie
-  order; otherwise a bitmap indexed by the few bits of the tie that differ
-  (usually the src bits: lockstep chips send their k-th message together), or
-  a radix sort on the bytes of the tie that differ), the
+  order; otherwise a radix sort on the bytes of the tie that differ), the
   others drop to lower levels;
 * the batch is served from its head; an event pushed at the origin time with a
   tie above the batch's last is appended to it, any other push at or before the
@@ -47,12 +45,9 @@ cdef extern from "eventkey.h" nogil:
     int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
     int collsim_time_bucket(int64_t time, int64_t origin)
     int collsim_lowest_bit(uint64_t w)
-    int __builtin_clzll(unsigned long long w)
 
 cdef enum:
     _INSERTION_SORT_MAX = 32     # below this a batch is insertion-sorted, not radix-sorted
-    _BITMAP_SORT_BITS = 14       # ties differing in at most this many bits: bitmap sort ...
-    _BITMAP_SORT_WORDS = 256     # ... with a bitmap of 2^14 bits on the stack (2 KiB)
 
 
 cdef inline Event _event(int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
@@ -178,45 +173,8 @@ cdef void _insertion_sort(Event* items, int64_t n) noexcept nogil:
         items[k] = ev
 
 
-cdef bint _bitmap_sort(Event* items, int64_t n, Event* table, int low, int span) noexcept nogil:
-    """Sort items by tie when the ties differ only in bits low..low+span-1 (span <= _BITMAP_SORT_BITS).
-
-    Those bits index a bitmap and a table of events: one pass marks and stores, one scan
-    of the bitmap in index order writes them back (index order is tie order, since the
-    other bits are equal).  Collectives run in lockstep, so a batch's messages usually
-    share their seq and differ in the src bits only (12-14 bits): ~20 instructions an
-    event against ~70 for two byte passes of the radix sort.  table holds 2^span events.
-    False (items untouched) when two ties are equal, which the queue's contract excludes.
-    """
-    cdef uint64_t bits[_BITMAP_SORT_WORDS]
-    cdef uint64_t mask = ((<uint64_t> 1) << span) - 1, w, bit
-    cdef int64_t words = ((<int64_t> 1) << span) // 64, i, k, idx
-    if words == 0:
-        words = 1
-    memset(bits, 0, words * sizeof(uint64_t))
-    for i in range(n):
-        idx = <int64_t> ((items[i].tie >> low) & mask)
-        bit = (<uint64_t> 1) << (idx & 63)
-        if bits[idx >> 6] & bit:
-            return False
-        bits[idx >> 6] |= bit
-        table[idx] = items[i]
-    k = 0
-    for i in range(words):
-        w = bits[i]
-        while w != 0:
-            items[k] = table[64 * i + collsim_lowest_bit(w)]
-            k += 1
-            w &= w - 1
-    return True
-
-
 cdef int _sort_now(EventQueue* queue) noexcept nogil:
-    """Sort the batch by tie (its times are equal).
-
-    Ties that differ in a few adjacent bits only (usually the src bits: lockstep
-    chips send their k-th message together) go through a bitmap; others get an LSD
-    radix sort on the bytes that differ.
+    """Sort the batch by tie (its times are equal): LSD radix sort on the bytes that differ.
 
     Returns 0, or -1 when out of memory for the scratch buffer.
     """
@@ -237,15 +195,6 @@ cdef int _sort_now(EventQueue* queue) noexcept nogil:
     first = now.items[0].tie
     for i in range(n):
         differ |= now.items[i].tie ^ first
-    if differ == 0:
-        return 0                  # one tie (only a broken contract gets here): nothing to order
-    shift = collsim_lowest_bit(differ)
-    d = 64 - __builtin_clzll(differ) - shift     # bits spanned by the differences
-    if d <= _BITMAP_SORT_BITS:
-        if _reserve(queue, &queue.scratch, (<int64_t> 1) << d) != 0:
-            return -1
-        if _bitmap_sort(now.items, n, queue.scratch.items, shift, d):
-            return 0
     src = now.items
     dst = queue.scratch.items
     for shift in range(0, 64, 8):
