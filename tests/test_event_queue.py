@@ -140,3 +140,56 @@ def test_a_time_pushed_again_after_the_origin_moves():
                 ("replace", 2**24 + 2**13 + 1)]
     ops += [("pop",)] * (len([op for op in ops if op[0] == "push"]) - sum(op[0] == "pop" for op in ops))
     assert _queue_ops(ops) == model(ops)
+
+
+def test_sends_at_the_current_time_land_anywhere_in_a_large_batch():
+    # a batch of 50 at t=1000 (even ties), 6 served: sends at t=1000 land just ahead of
+    # the head, a few places in, far behind it, and below what was served, interleaved
+    # with more serving, then a replace at the batch's time
+    ops = [("push", 1000, 2 * k) for k in range(50)] + [("push", 2000, 1)]
+    ops += [("pop",)] * 6
+    ops += [("push", 1000, 11), ("push", 1000, 21), ("push", 1000, 77), ("push", 1000, 3),
+            ("pop",), ("push", 1000, 13), ("push", 1000, 15), ("replace", 1000), ("pop",),
+            ("push", 1000, 99), ("push", 1000, 17)]
+    ops += [("pop",)] * (sum(op[0] == "push" for op in ops) - sum(op[0] == "pop" for op in ops))
+    assert _queue_ops(ops) == model(ops)
+
+
+def test_long_lockstep_batches_with_sends_at_the_current_time():
+    # larger than the hypothesis cases: batches of hundreds, most served events send
+    # at the same time with a random tie (the side heap) or later, a few in the past
+    import random
+    rng = random.Random(7)
+    for _ in range(20):
+        ties = rng.sample(range(2**40), 3000)
+        ops, pending = [], 0
+        for k in range(400):
+            ops.append(("push", rng.choice([100, 100, 200, 300]), ties.pop()))
+            pending += 1
+        while ties and pending:
+            r = rng.random()
+            if r < 0.45:
+                ops.append(("replace", rng.choice([0, 0, 0, 50, 100, 400])))
+            elif r < 0.7:
+                ops.append(("pop",))
+                pending -= 1
+            else:
+                ops.append(("push", rng.choice([100, 200, 300, 400]), ties.pop()))
+                pending += 1
+        ops += [("pop",)] * pending
+        assert _queue_ops(ops) == model(ops)
+
+
+def test_large_batches_whose_ties_differ_in_few_bits_are_sorted():
+    # lockstep: a batch's messages share their seq and differ in the src bits only
+    # (here 1 to 15 differing bits, at the bottom, middle and top of the tie)
+    import random
+    rng = random.Random(3)
+    for bits in (1, 3, 6, 7, 12, 14, 15):
+        for low in (0, 20, 64 - bits):
+            n = min(2**bits, 300)
+            fixed = rng.getrandbits(64) & ~(((1 << bits) - 1) << low)
+            srcs = rng.sample(range(2**bits), n)
+            ops = [("push", 500, fixed | (s << low)) for s in srcs] + [("push", 1, 0)]
+            ops += [("pop",)] * (n + 1)
+            assert _queue_ops(ops) == model(ops)
