@@ -395,12 +395,7 @@ cdef class Engine:
         cdef Message* msg = &self.msgs[slot]
         msg.hop = msg.nhops
         msg.payload = -1
-        self.delivering = True
-        schedule.deliver(self, msg, t_ps)
-        self.delivering = False
-        _free_slot(self, slot)
-        if self.num_retired_pools > 0:
-            _free_retired_pools(self)
+        _deliver_in_place(self, schedule, slot, t_ps)
 
     cdef int _add_slot(self) noexcept nogil:
         cdef int64_t capacity
@@ -804,18 +799,23 @@ cdef inline int64_t _alloc_slot(Engine self) noexcept nogil:
 
 
 cdef inline void _deliver(Engine self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
-    """Apply the payload (data fidelity), call schedule.deliver, free the slot.
-
-    deliver() reads the message in place.  The slot is freed after it, so the
-    schedule's sends cannot take it, and a pool they outgrow stays readable
-    until then (_add_slot retires it instead of freeing it).
-    """
+    """Apply the payload (data fidelity), call schedule.deliver, free the slot."""
     cdef Message* msg = &self.msgs[slot]
     if msg.payload >= 0:
         self.data.apply(msg.payload, msg.dst - self.chip_lo, msg.elem_offset, msg.elem_count, msg.op == OP_REDUCE)
         msg.payload = -1
+    _deliver_in_place(self, schedule, slot, t_ps)
+
+
+cdef inline void _deliver_in_place(Engine self, Schedule schedule, int64_t slot, int64_t t_ps) noexcept nogil:
+    """schedule.deliver on the message in its slot, then free the slot.
+
+    The slot is freed after deliver(), so the schedule's sends cannot take it,
+    and a pool they outgrow stays readable until then (_add_slot retires it
+    instead of freeing it).
+    """
     self.delivering = True
-    schedule.deliver(self, msg, t_ps)
+    schedule.deliver(self, &self.msgs[slot], t_ps)
     self.delivering = False
     _free_slot(self, slot)
     if self.num_retired_pools > 0:
