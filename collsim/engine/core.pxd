@@ -66,6 +66,10 @@ cdef class Schedule:
     cdef void start(self, Engine engine) noexcept nogil
     # msg has fully arrived at msg.dst at time t_ps (= tail of its last link).
     cdef void deliver(self, Engine engine, const Message* msg, int64_t t_ps) noexcept nogil
+    # Called a few events before msg's delivery: prefetch the state deliver() will read
+    # (at scale a schedule's per-chip records miss every cache).  A hint only: it must
+    # change nothing, and may be skipped.  The default does nothing.
+    cdef void prefetch_delivery(self, const Message* msg) noexcept nogil
     # Called for each chip passed to Engine.call_at_end_of_instant, once every event at
     # time t_ps queued so far has been processed (before time moves on).
     cdef void end_of_instant(self, Engine engine, int64_t chip, int64_t t_ps) noexcept nogil
