@@ -48,8 +48,8 @@ from collsim.engine.core cimport OP_COPY, OP_REDUCE
 from collsim.engine.intmath cimport int_max as _max, wrap_once as _wrap
 
 
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
+cdef extern from "hugepages.h" nogil:
+    void* collsim_alloc_lines(size_t nbytes)      # cache-line aligned, huge pages when large
 
 cdef extern from *:
     void __builtin_prefetch(const void* address) nogil
@@ -206,14 +206,14 @@ cdef class HierarchicalSchedule(Schedule):
         self.n_streams = n_chips * self.chip_slots
         self.n_ph_next = n_chips * channels * max(1, self.n_phases)
         free(self.ph_next)
-        self.ph_next = <uint32_t*> malloc(self.n_ph_next * sizeof(uint32_t))
+        self.ph_next = <uint32_t*> collsim_alloc_lines(self.n_ph_next * sizeof(uint32_t))
         if self.ph_next == NULL:
             raise MemoryError("hierarchical schedule: chunk gates")
         # a record and its early counters, rounded up to whole cache lines
         self.stream_stride = ((sizeof(Stream) + self.n_phases * sizeof(uint16_t) + CACHE_LINE - 1)
                               // CACHE_LINE * CACHE_LINE)
         free(self.streams)
-        self.streams = <char*> aligned_alloc(CACHE_LINE, self.n_streams * self.stream_stride)
+        self.streams = <char*> collsim_alloc_lines(self.n_streams * self.stream_stride)
         if self.streams == NULL:
             raise MemoryError(f"hierarchical schedule: {self.n_streams:,} slot records")
         self.coalesce = False

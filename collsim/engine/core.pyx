@@ -82,9 +82,10 @@ import numpy as np
 from libc.stdint cimport int64_t, int32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, realloc, free
 
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)   # C11
-from libc.string cimport memcpy
+cdef extern from "hugepages.h" nogil:
+    void* collsim_alloc_lines(size_t nbytes)
+from libc.string cimport memcpy, memset
+from cython.view cimport array as cvarray
 
 from collsim.engine.events cimport (Event, queue_init, queue_clear, queue_free, queue_push, queue_pop,
                                     queue_replace_top, queue_upcoming_slot)
@@ -184,13 +185,13 @@ cdef class Engine:
         self.elem_bytes = elem_bytes
         self.data = data
         # the only O(links) and O(chips) state: 8 bytes per link, 16 per chip
-        self._link_free_arr = np.zeros(router.num_links, dtype=np.int64)
-        self._reduce_free_arr = np.zeros(router.num_chips, dtype=np.int64)
-        self._next_seq_arr = np.zeros(router.num_chips, dtype=np.int64)
+        self._link_free_arr = _lines_zeros(router.num_links, np.int64)
+        self._reduce_free_arr = _lines_zeros(router.num_chips, np.int64)
+        self._next_seq_arr = _lines_zeros(router.num_chips, np.int64)
         self.link_free_ps = _pointer(self._link_free_arr)
         self.reserve_at_send = reserve_at_send
         self.spot_first, self.spot_end = _spot_links(router) if reserve_at_send else (0, 0)
-        self._spot_queued_arr = np.zeros(max(1, self.spot_end - self.spot_first), dtype=np.int32)
+        self._spot_queued_arr = _lines_zeros(max(1, self.spot_end - self.spot_first), np.int32)
         self.spot_queued = _pointer32(self._spot_queued_arr)
         self.reduce_free_ps = _pointer(self._reduce_free_arr)
         self.next_seq = _pointer(self._next_seq_arr)
@@ -752,7 +753,7 @@ cdef class Engine:
 
 cdef inline Message* _alloc_pool(int64_t capacity) noexcept nogil:
     """Room for capacity messages, 64-byte aligned (a hop reads one whole cache line); NULL when out of memory."""
-    return <Message*> aligned_alloc(64, capacity * sizeof(Message))
+    return <Message*> collsim_alloc_lines(capacity * sizeof(Message))
 
 
 # --- one link reservation (plain C: it runs once per link-event) ------------------------
@@ -957,6 +958,22 @@ def rank_nodes(int64_t nodes, int64_t ranks, int64_t rank):
     base, extra = nodes // ranks, nodes % ranks
     first = rank * base + min(rank, extra)
     return first, first + base + (1 if rank < extra else 0)
+
+
+cdef object _lines_zeros(int64_t n, dtype):
+    """np.zeros(n, dtype) in memory from collsim_alloc_lines: the per-link and per-chip
+    arrays are read at random, one element per event, so at scale they want huge pages."""
+    cdef size_t itemsize = np.dtype(dtype).itemsize
+    cdef size_t nbytes = max(n, 1) * itemsize
+    cdef void* data = collsim_alloc_lines(nbytes)
+    cdef cvarray buffer
+    if data == NULL:
+        raise MemoryError(f"engine: {n:,} x {itemsize} bytes")
+    memset(data, 0, nbytes)
+    buffer = cvarray(shape=(max(n, 1),), itemsize=itemsize, format=np.dtype(dtype).char, allocate_buffer=False)
+    buffer.data = <char*> data
+    buffer.callback_free_data = free
+    return np.asarray(buffer).view(dtype)[:n]
 
 
 cdef int64_t* _pointer(arr):
