@@ -1,4 +1,4 @@
-"""The engine's event queue (collsim/engine/events.pyx: equal-time batches behind a radix heap over time).
+"""The engine's event queue (collsim/engine/events.pyx: equal-time batches, a chain per later time).
 
 Whatever the structure, the contract is that of a priority queue over the key
 (time, tie): every pop and every replaced top is the smallest pending event.
@@ -6,7 +6,8 @@ The model here is a sorted Python list driven by the same operations, including
 the cases the queue treats apart: pushes at or below the last key served (a chip
 delivering at time t sends at time t with a smaller tie than the event just
 served), batches of equal times that arrive out of tie order (radix-sorted), and
-later times far apart (high radix buckets).
+later times far apart, and many distinct later times at once (the hash table
+from time to chain grows and deletes).
 """
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,18 +106,17 @@ def test_sends_at_the_current_time_interleave_with_its_batch():
         (10, 10), (9, 99), (10, 5), (10, 20), (10, 25), (10, 30), (10, 40), (50, 0)]
 
 
-def test_batches_from_every_level_of_the_radix_heap_in_turn():
-    # times 3 and 4 differ from the origin in byte 0 (level-0 buckets, each served in
-    # place); 300 and 301 in byte 1, 70,000 in byte 2 (copied into the batch)
+def test_later_times_pushed_out_of_order_come_out_by_time_then_tie():
+    # repeated and scrambled times, near and far apart: each time's chain becomes a batch
     times = [301, 4, 70_000, 3, 300, 4, 300, 3]
     ops = [("push", t, 100 - i) for i, t in enumerate(times)] + [("pop",)] * len(times)
     assert [(t, k) for t, k, _ in _queue_ops(ops)] == sorted((t, 100 - i) for i, t in enumerate(times))
 
 
-def test_times_on_every_digit_boundary_and_near_int64_max():
+def test_times_on_every_bit_boundary_and_near_int64_max():
     # 2^p - 1, 2^p, 2^p + 1 for every bit p: neighbours that differ from each other in a
-    # high digit or only in the lowest, pushed scrambled, with pops in between so that
-    # the origin crosses every level boundary; the largest times sit in the top level
+    # high bit or only in the lowest (the table's hash must spread both), pushed
+    # scrambled, with pops in between, up to the largest times
     times = sorted({t for p in range(63) for t in (2**p - 1, 2**p, 2**p + 1)} | {2**63 - 2, 2**63 - 1})
     order = [times[(i * 37) % len(times)] for i in range(len(times))]   # 37 is prime to len
     assert sorted(order) == times
@@ -130,8 +130,9 @@ def test_times_on_every_digit_boundary_and_near_int64_max():
 
 
 def test_a_time_pushed_again_after_the_origin_moves():
-    # the queue remembers the bucket of the last time pushed; after a refill (a new
-    # origin) the same times must land in the buckets of the new origin
+    # the queue remembers the chains of the last two times pushed; after a refill (a
+    # new origin) a remembered time that became the origin must join the batch, and
+    # one whose chain was emptied must get a new chain
     ops = [("push", 0, 0)]
     for i, t in enumerate((2**24 + 7, 2**24 + 2**13, 2**24 + 5, 2**25, 2**24 + 2**13)):
         ops.append(("push", t, 10 + i))
@@ -193,3 +194,50 @@ def test_large_batches_whose_ties_differ_in_few_bits_are_sorted():
             ops = [("push", 500, fixed | (s << low)) for s in srcs] + [("push", 1, 0)]
             ops += [("pop",)] * (n + 1)
             assert _queue_ops(ops) == model(ops)
+
+
+def test_thousands_of_distinct_later_times_at_once():
+    # more distinct pending times than the table's first size (it doubles several
+    # times), pushed scrambled with repeats and served interleaved with more pushes:
+    # entries are deleted from the middle of probe runs as their chains are emptied
+    import random
+    rng = random.Random(11)
+    times = rng.sample(range(1, 2**40), 5000)
+    ops, pending, tie = [], 0, 0
+    for k, t in enumerate(times):
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            ops.append(("push", t, tie))
+            tie += 1
+            pending += 1
+        if k % 3 == 2:
+            ops.append(("pop",))
+            pending -= 1
+        if k % 7 == 6:
+            ops.append(("replace", t + rng.choice([0, 1, 2**20])))
+    ops += [("pop",)] * pending
+    assert _queue_ops(ops) == model(ops)
+
+
+def _home_entry(time, bits=10):
+    """The first table entry of a time in the queue's table of 2**bits entries (events.pyx _home)."""
+    return ((time * 0x9E3779B97F4A7C15) % 2**64) >> (64 - bits)
+
+
+def test_colliding_times_are_found_after_deletions():
+    # times whose first entries in the (first, 1,024-entry) table coincide or are
+    # neighbours, including runs that wrap past the last entry: serving the earliest
+    # chain deletes an entry from the middle of a probe run, and every later time must
+    # still be found (pushed again) and served in order
+    by_home = {}
+    for t in range(1, 400_000):
+        h = _home_entry(t)
+        if h in (1021, 1022, 1023, 0, 1, 500, 501) and len(by_home.setdefault(h, [])) < 6:
+            by_home[h].append(t)
+    times = sorted(t for group in by_home.values() for t in group)
+    assert len(times) == 42
+    order = [times[(i * 17) % len(times)] for i in range(len(times))]   # 17 is prime to 42
+    ops = [("push", t, 1000 + i) for i, t in enumerate(order)]
+    for i, t in enumerate(order):
+        ops += [("pop",), ("push", t, 5000 + i)]          # t's chain may be gone or still there
+    ops += [("pop",)] * len(order)
+    assert _queue_ops(ops) == model(ops)

@@ -6,23 +6,17 @@
 #
 # `top` always holds the smallest pending event; the engine reads it in place.  `size`
 # counts every pending event (top included).  Behind the top (see events.pyx):
-#   * `now`:    the batch: the events at the origin time (the time of the last bucket
+#   * `now`:    the batch: the events at the origin time (the time of the last chain
 #               emptied), sorted by tie, served from `now_head`;
 #   * `side`:   events pushed at or before the origin time while `now` is being served
 #               (a chip delivering at t sends at t): a 4-ary min-heap on (time, tie);
-#   * `bucket[4096 * level + digit]`: events later than the origin, by the highest 12-bit
-#               digit in which their time differs from it and their value of that digit
-#               (a radix heap over time alone, in base 4,096).  A bucket is a chain of
-#               fixed-size blocks from a pool shared by all buckets.
+#   * `chains`: events later than the origin, one chain of fixed-size blocks per
+#               distinct time (blocks from a pool shared by all chains), found by time
+#               through an open-addressing hash table; a binary min-heap over the
+#               distinct times says which chain is next.
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "eventkey.h":
-    enum: COLLSIM_DIGIT_BITS      # bits of time per radix level
-    enum: COLLSIM_TIME_DIGITS     # buckets per level: 2 ** COLLSIM_DIGIT_BITS
-    enum: COLLSIM_TIME_LEVELS     # levels: enough digits for a 63-bit time
-    enum: COLLSIM_TIME_BUCKETS
-    enum: COLLSIM_TIME_WORDS      # 64-bit words of the non-empty bitmap
-    enum: COLLSIM_LEVEL_WORDS     # of them per level
     enum: COLLSIM_BLOCK_EVENTS    # events per pool block
 
 ctypedef struct Event:
@@ -36,31 +30,43 @@ ctypedef struct EventArray:
     int64_t capacity
 
 ctypedef struct EventBlock:
-    EventBlock* next      # next block of the same bucket, or of the free list
+    EventBlock* next      # next block of the same chain, or of the free list
     EventBlock* allocated # every block ever allocated, for queue_free
     int64_t count
     Event items[COLLSIM_BLOCK_EVENTS]
 
 ctypedef struct EventChain:
-    EventBlock* head      # NULL when the bucket is empty
+    EventBlock* head      # NULL when the chain is empty
     EventBlock* tail      # last block; when empty, a shared full sentinel (one test per append)
-    int64_t min_ps        # earliest time in the bucket (kept at append: no scan when emptied)
+    int64_t time_ps       # the time of every event in the chain
+
+ctypedef struct PendingTime:
+    int64_t time_ps
+    int64_t chain         # index in `chains`
 
 ctypedef struct EventQueue:
     Event top             # the smallest pending event (valid when size > 0)
     int64_t size          # pending events, top included
     int64_t capacity      # events the queue's arrays and blocks hold room for (memory accounting)
-    int64_t origin_ps     # every event in `now` has this time; every bucketed one is later
+    int64_t origin_ps     # every event in `now` has this time; every chained one is later
     EventArray now        # the batch, sorted by tie: items[now_head:size] are pending
     int64_t now_head
     EventArray side       # 4-ary min-heap on (time, tie); every time <= origin_ps
     EventArray scratch    # radix-sort buffer for `now`
-    uint64_t nonempty[COLLSIM_TIME_WORDS]   # bit b set <=> bucket b is not empty
-    uint64_t words[COLLSIM_TIME_LEVELS]     # bit w set <=> nonempty[LEVEL_WORDS * level + w] != 0
-    uint64_t levels       # bit l set <=> some bucket of level l is not empty
-    int64_t hint_ps       # the last bucketed time since the origin changed (-1: none) ...
-    EventChain* hint_chain   # ... and its bucket: lockstep pushes repeat a time, skip the index
-    EventChain bucket[COLLSIM_TIME_BUCKETS]
+    EventChain* chains    # chain records; those not in use are on `free_chains`
+    int64_t* free_chains
+    int64_t num_free_chains
+    int64_t chains_made   # records ever handed out since the last clear
+    int64_t chain_capacity
+    PendingTime* table    # open addressing, linear probing: (time, chain) per entry, chain -1 empty
+    int64_t table_bits    # the table has 2 ** table_bits entries, at most half of them used
+    PendingTime* times    # binary min-heap of the distinct chained times
+    int64_t num_times
+    int64_t times_capacity
+    int64_t hint_ps       # the last chained time pushed (-1: none) ...
+    int64_t hint_chain    # ... and its chain: lockstep pushes repeat a time, skip the table
+    int64_t hint2_ps      # the time pushed before it, and its chain
+    int64_t hint2_chain
     EventBlock* free_blocks    # the pool: most recently freed first (still in cache)
     EventBlock* all_blocks
 

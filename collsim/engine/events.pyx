@@ -1,4 +1,4 @@
-"""Event queue of the engine: batches of equal times behind a radix heap over time.
+"""Event queue of the engine: batches of equal times, one chain of events per later time.
 
 Why this shape.  Collectives run in lockstep: the reference workloads pop 70-250
 events per distinct time, and 20-35% of all pushes land at the current time (a
@@ -6,33 +6,35 @@ chip that receives at t sends at t).  A radix heap over the full 128-bit key
 (time, tie) re-bucketed those batches through the tie bits one level at a time
 and spent 60% of the engine's instructions doing it.  Here the key is split:
 
-* a **radix heap** (Ahuja, Mehlhorn, Orlin, Tarjan 1990) in base 4,096 orders
-  *times* only: an event later than the origin time goes to the bucket named
-  by the highest 12-bit digit where its time differs from the origin and its
-  value of that digit; a push is an append.  A wide digit because an event
-  moves down at most once per digit: the microsecond gaps of a collective
-  (2^20-2^24 ps) start in level 1 or 2 of 6.  Base 4,096 against 256: 11%
-  fewer bucket pushes, 1.4% fewer instructions (hier_trn3_64);
-* the bucket of the last time pushed is remembered: collectives run in
-  lockstep, so pushes repeat a time and skip computing the bucket;
-* buckets are chains of 256-event blocks from one pool, reused most recently
-  freed first: memory follows the events pending, not the largest size each
-  of the 24,576 buckets ever reached, and the blocks in use stay in cache;
-  each bucket keeps its earliest time at append, so emptying it reads it once;
-* when nothing at or before the origin is left, the first non-empty bucket
-  (a lowest set bit in each tier of a three-tier bitmap) is emptied: the
-  events of its earliest time become the **now batch** (the new origin),
-  sorted by tie once (they usually arrive sorted: their creators ran in tie
-  order; otherwise a radix sort on the bytes of the tie that differ), the
-  others drop to lower levels;
+* every event later than the origin time is appended to the **chain of its
+  exact time**: blocks of 256 events from one pool, reused most recently freed
+  first, so memory follows the events pending and the blocks in use stay in
+  cache.  An open-addressing hash table (linear probing, at most half full)
+  finds a time's chain, and a binary min-heap over the distinct pending times
+  (a few hundred to a few thousand: the events share them) says which chain
+  comes next;
+* the chains of the last two times pushed are remembered: lockstep pushes
+  repeat a time (a hop's next link one latency on, a delivery one transfer on),
+  so most pushes skip the table;
+* when nothing at or before the origin is left, the earliest chain becomes the
+  **now batch** (its time the new origin), copied once and sorted by tie (it
+  usually arrives sorted: the events' creators ran in tie order; otherwise a
+  radix sort on the bytes of the tie that differ);
 * the batch is served from its head; an event pushed at the origin time with a
   tie above the batch's last is appended to it, any other push at or before the
   origin goes to the **side heap**, a 4-ary min-heap on (time, tie) that is
   usually tiny (most such sends are served right after the event that made
   them).
 
+An event is thus appended once and copied once before it is served.  The
+previous design, a radix heap over times in base 4,096 (Ahuja, Mehlhorn, Orlin,
+Tarjan 1990), moved nearly every event down one level before serving it (a
+bucket holds a range of times): at 73,728 chips the exact-time chains took the
+run from 6.20 to 5.96 s, and the engine state no longer carries 24,576 bucket
+headers (590 KB).
+
 ``top`` holds the minimum of everything (the engine reads it in place); pop
-refills it from min(batch head, side top), then from the buckets.  The order
+refills it from min(batch head, side top), then from the chains.  The order
 served is exactly "smallest pending key first", as with any priority queue:
 results do not depend on the structure.
 """
@@ -46,8 +48,6 @@ cdef extern from *:
 
 cdef extern from "eventkey.h" nogil:
     int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
-    int collsim_time_bucket(int64_t time, int64_t origin)
-    int collsim_lowest_bit(uint64_t w)
 
 cdef enum:
     _INSERTION_SORT_MAX = 32     # below this a batch is insertion-sorted, not radix-sorted
@@ -228,7 +228,7 @@ cdef int _sort_now(EventQueue* queue) noexcept nogil:
     return 0
 
 
-# --- the buckets: chains of pool blocks ------------------------------------------------
+# --- chains: the events of one later time, in pool blocks ----------------------------------
 
 # The tail of every empty chain: it looks full, so an append tests one thing (is the
 # tail full?) and the rare cases (empty chain, full block) share the slow path.
@@ -254,83 +254,192 @@ cdef EventBlock* _new_block(EventQueue* queue) noexcept nogil:
     return block
 
 
-cdef inline void _empty_chain(EventChain* chain) noexcept nogil:
-    chain.head = NULL
-    chain.tail = &_full_sentinel
-
-
-cdef inline void _release_chain(EventQueue* queue, EventChain* chain) noexcept nogil:
+cdef inline void _release_blocks(EventQueue* queue, EventChain* chain) noexcept nogil:
     """Give a chain's blocks back to the pool, first in line for reuse."""
     if chain.head != NULL:
         chain.tail.next = queue.free_blocks
         queue.free_blocks = chain.head
-    _empty_chain(chain)
+    chain.head = NULL
+    chain.tail = &_full_sentinel
 
 
-cdef int _bucket_push_slow(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
-    """_bucket_push when the chain's tail is full (or the chain empty): append a block first."""
+cdef int _chain_push_slow(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
+    """_chain_push when the chain's tail is full (or the chain empty): append a block first."""
     cdef EventBlock* block = _new_block(queue)
     if block == NULL:
         return -1
     if chain.head == NULL:
         chain.head = block
-        chain.min_ps = ev.time_ps
-        _mark_nonempty(queue, <int> (chain - queue.bucket))
     else:
         chain.tail.next = block
-        if ev.time_ps < chain.min_ps:
-            chain.min_ps = ev.time_ps
     chain.tail = block
     block.items[0] = ev[0]
     block.count = 1
     return 0
 
 
-cdef inline EventChain* _chain_of(EventQueue* queue, int64_t time_ps) noexcept nogil:
-    """The bucket of a time later than the origin (the last one's is remembered)."""
-    if time_ps != queue.hint_ps:
-        queue.hint_ps = time_ps
-        queue.hint_chain = &queue.bucket[collsim_time_bucket(time_ps, queue.origin_ps)]
-    return queue.hint_chain
-
-
-cdef inline int _bucket_push(EventQueue* queue, const Event* ev) noexcept nogil:
-    """ev is later than the origin: append it to its time bucket; 0, or -1 when out of memory."""
-    cdef EventChain* chain = _chain_of(queue, ev.time_ps)
+cdef inline int _chain_push(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
     cdef EventBlock* block = chain.tail
     cdef int64_t n = block.count
     if n == COLLSIM_BLOCK_EVENTS:
-        return _bucket_push_slow(queue, chain, ev)
-    if ev.time_ps < chain.min_ps:
-        chain.min_ps = ev.time_ps
+        return _chain_push_slow(queue, chain, ev)
     block.items[n] = ev[0]
     block.count = n + 1
     return 0
 
 
-cdef inline void _mark_nonempty(EventQueue* queue, int b) noexcept nogil:
-    cdef int level = b >> COLLSIM_DIGIT_BITS
-    cdef int w = b >> 6
-    queue.nonempty[w] |= (<uint64_t> 1) << (b & 63)
-    queue.words[level] |= (<uint64_t> 1) << (w % COLLSIM_LEVEL_WORDS)
-    queue.levels |= (<uint64_t> 1) << level
+# --- the later times: a hash table from time to chain, a min-heap of times -----------------
+
+cdef inline int64_t _home(const EventQueue* queue, int64_t time_ps) noexcept nogil:
+    """A time's first table entry (Fibonacci hashing: lockstep times differ in few bits)."""
+    return <int64_t> ((<uint64_t> time_ps * <uint64_t> 0x9E3779B97F4A7C15) >> (64 - queue.table_bits))
 
 
-cdef inline int _first_bucket(const EventQueue* queue) noexcept nogil:
-    """The first non-empty bucket (one must exist): a lowest set bit at each bitmap tier."""
-    cdef int level = collsim_lowest_bit(queue.levels)
-    cdef int w = COLLSIM_LEVEL_WORDS * level + collsim_lowest_bit(queue.words[level])
-    return 64 * w + collsim_lowest_bit(queue.nonempty[w])
+cdef int64_t _find_entry(const EventQueue* queue, int64_t time_ps) noexcept nogil:
+    """The table entry holding time_ps, or the empty entry where it would go."""
+    cdef int64_t mask = (<int64_t> 1 << queue.table_bits) - 1
+    cdef int64_t i = _home(queue, time_ps)
+    while queue.table[i].chain >= 0 and queue.table[i].time_ps != time_ps:
+        i = (i + 1) & mask
+    return i
 
 
-cdef inline void _mark_empty(EventQueue* queue, int b) noexcept nogil:
-    cdef int level = b >> COLLSIM_DIGIT_BITS
-    cdef int w = b >> 6
-    queue.nonempty[w] &= ~((<uint64_t> 1) << (b & 63))
-    if queue.nonempty[w] == 0:
-        queue.words[level] &= ~((<uint64_t> 1) << (w % COLLSIM_LEVEL_WORDS))
-        if queue.words[level] == 0:
-            queue.levels &= ~((<uint64_t> 1) << level)
+cdef int _grow_table(EventQueue* queue) noexcept nogil:
+    """Double the table (re-inserting every chained time); 0, or -1 when out of memory."""
+    cdef int64_t bits = queue.table_bits + 1 if queue.table != NULL else 10
+    cdef PendingTime* old = queue.table
+    cdef PendingTime* table = <PendingTime*> malloc((<int64_t> 1 << bits) * sizeof(PendingTime))
+    cdef int64_t k
+    if table == NULL:
+        return -1
+    memset(table, 0xFF, (<int64_t> 1 << bits) * sizeof(PendingTime))   # every chain -1
+    queue.table = table
+    queue.table_bits = bits
+    for k in range(queue.num_times):
+        table[_find_entry(queue, queue.times[k].time_ps)] = queue.times[k]
+    free(old)
+    return 0
+
+
+cdef void _remove_entry(EventQueue* queue, int64_t i) noexcept nogil:
+    """Empty table entry i, moving later entries of its probe run back (no tombstones)."""
+    cdef int64_t mask = (<int64_t> 1 << queue.table_bits) - 1
+    cdef int64_t j = i, home
+    while True:
+        j = (j + 1) & mask
+        if queue.table[j].chain < 0:
+            break
+        home = _home(queue, queue.table[j].time_ps)
+        # entry j may fill the hole at i when its home is not cyclically in (i, j]
+        if (i < j and (home <= i or home > j)) or (j < i and home <= i and home > j):
+            queue.table[i] = queue.table[j]
+            i = j
+    queue.table[i].chain = -1
+
+
+cdef int _times_push(EventQueue* queue, int64_t time_ps, int64_t chain) noexcept nogil:
+    """Add a distinct time to the heap; 0, or -1 when out of memory."""
+    cdef int64_t i, parent, capacity
+    cdef PendingTime* grown
+    if queue.num_times == queue.times_capacity:
+        capacity = 2 * queue.times_capacity if queue.times_capacity > 0 else 256
+        grown = <PendingTime*> realloc(queue.times, capacity * sizeof(PendingTime))
+        if grown == NULL:
+            return -1
+        queue.times = grown
+        queue.times_capacity = capacity
+    i = queue.num_times
+    queue.num_times += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if queue.times[parent].time_ps < time_ps:
+            break
+        queue.times[i] = queue.times[parent]
+        i = parent
+    queue.times[i].time_ps = time_ps
+    queue.times[i].chain = chain
+    return 0
+
+
+cdef PendingTime _times_pop(EventQueue* queue) noexcept nogil:
+    """Remove the earliest time from the heap (it must not be empty)."""
+    cdef PendingTime first = queue.times[0], last
+    cdef int64_t i = 0, child = 1, n
+    queue.num_times -= 1
+    n = queue.num_times
+    if n > 0:
+        last = queue.times[n]
+        while child < n:
+            if child + 1 < n and queue.times[child + 1].time_ps < queue.times[child].time_ps:
+                child += 1
+            if last.time_ps < queue.times[child].time_ps:
+                break
+            queue.times[i] = queue.times[child]
+            i = child
+            child = 2 * i + 1
+        queue.times[i] = last
+    return first
+
+
+cdef int64_t _new_chain(EventQueue* queue, int64_t time_ps) noexcept nogil:
+    """A chain record for a new later time; its index, or -1 when out of memory."""
+    cdef int64_t c, capacity
+    cdef EventChain* chains
+    cdef int64_t* free_list
+    if queue.num_free_chains > 0:
+        queue.num_free_chains -= 1
+        c = queue.free_chains[queue.num_free_chains]
+    else:
+        if queue.chains_made == queue.chain_capacity:
+            capacity = 2 * queue.chain_capacity if queue.chain_capacity > 0 else 256
+            chains = <EventChain*> realloc(queue.chains, capacity * sizeof(EventChain))
+            if chains == NULL:
+                return -1
+            queue.chains = chains
+            free_list = <int64_t*> realloc(queue.free_chains, capacity * sizeof(int64_t))
+            if free_list == NULL:
+                return -1
+            queue.free_chains = free_list
+            queue.chain_capacity = capacity
+        c = queue.chains_made
+        queue.chains_made += 1
+    queue.chains[c].head = NULL
+    queue.chains[c].tail = &_full_sentinel
+    queue.chains[c].time_ps = time_ps
+    return c
+
+
+cdef int _push_later_slow(EventQueue* queue, const Event* ev) noexcept nogil:
+    """_push_later for a time other than the last one pushed: find or make its chain."""
+    cdef int64_t i, c
+    if 2 * (queue.num_times + 1) > (<int64_t> 1 << queue.table_bits) and _grow_table(queue) != 0:
+        return -1
+    i = _find_entry(queue, ev.time_ps)
+    c = queue.table[i].chain
+    if c < 0:
+        c = _new_chain(queue, ev.time_ps)
+        if c < 0 or _times_push(queue, ev.time_ps, c) != 0:
+            return -1
+        queue.table[i].time_ps = ev.time_ps
+        queue.table[i].chain = c
+    # the previous hint becomes the second: pushes alternate between a few times
+    queue.hint2_ps = queue.hint_ps
+    queue.hint2_chain = queue.hint_chain
+    queue.hint_ps = ev.time_ps
+    queue.hint_chain = c
+    return _chain_push(queue, &queue.chains[c], ev)
+
+
+cdef inline int _push_later(EventQueue* queue, const Event* ev) noexcept nogil:
+    """ev is later than the origin: append it to its time's chain; 0, or -1 when out of memory.
+
+    Lockstep pushes repeat a time: the chain of the last time pushed is at hand.
+    """
+    if ev.time_ps == queue.hint_ps:
+        return _chain_push(queue, &queue.chains[queue.hint_chain], ev)
+    if ev.time_ps == queue.hint2_ps:
+        return _chain_push(queue, &queue.chains[queue.hint2_chain], ev)
+    return _push_later_slow(queue, ev)
 
 
 cdef inline void _reserve_now(EventQueue* queue, int64_t n) noexcept nogil:
@@ -340,25 +449,20 @@ cdef inline void _reserve_now(EventQueue* queue, int64_t n) noexcept nogil:
 
 
 cdef void _refill(EventQueue* queue) noexcept nogil:
-    """Batch and side heap are empty: the earliest bucketed time becomes the origin and its events the batch.
-
-    One pass over the first non-empty bucket (its earliest time was kept at append):
-    a level-0 bucket holds that time only, so all of it joins the batch; otherwise the
-    other events drop to lower levels around the new origin.
-    """
-    cdef int b = _first_bucket(queue)
-    cdef EventChain* chain = &queue.bucket[b]
+    """Batch and side heap are empty: the earliest chained time becomes the origin and its chain the batch."""
+    cdef PendingTime next_time = _times_pop(queue)
+    cdef EventChain* chain = &queue.chains[next_time.chain]
     cdef EventArray* now = &queue.now
     cdef EventBlock* block = chain.head
-    cdef EventBlock* tail = chain.tail
     cdef Event* ev
     cdef Event* dst
-    cdef int64_t k, count, m = chain.min_ps
+    cdef int64_t k, count
     cdef uint64_t last_tie = 0
     cdef bint out_of_order = False
-    _mark_empty(queue, b)
-    queue.origin_ps = m
-    queue.hint_ps = -1              # buckets are relative to the origin
+    _remove_entry(queue, _find_entry(queue, next_time.time_ps))
+    queue.origin_ps = next_time.time_ps
+    queue.hint_ps = -1              # pushes at the new origin join the batch, not a chain
+    queue.hint2_ps = -1
     now.size = 0
     queue.now_head = 0
     while block != NULL:
@@ -371,29 +475,16 @@ cdef void _refill(EventQueue* queue) noexcept nogil:
         count = block.count
         _reserve_now(queue, count)
         dst = now.items + now.size
-        if b < COLLSIM_TIME_DIGITS:
-            for k in range(count):
-                ev = &block.items[k]
-                out_of_order |= ev.tie < last_tie
-                last_tie = ev.tie
-                dst[k] = ev[0]
-            now.size += count
-        else:
-            for k in range(count):
-                ev = &block.items[k]
-                if ev.time_ps == m:
-                    out_of_order |= ev.tie < last_tie
-                    last_tie = ev.tie
-                    dst[0] = ev[0]
-                    dst += 1
-                elif _bucket_push(queue, ev) != 0:     # a lower level than b's
-                    _out_of_memory()
-            now.size = dst - now.items
+        for k in range(count):
+            ev = &block.items[k]
+            out_of_order |= ev.tie < last_tie
+            last_tie = ev.tie
+            dst[k] = ev[0]
+        now.size += count
         block = block.next
-    # give the blocks back (appends above went to other buckets: b's chain is unchanged)
-    tail.next = queue.free_blocks
-    queue.free_blocks = chain.head
-    _empty_chain(chain)
+    _release_blocks(queue, chain)
+    queue.free_chains[queue.num_free_chains] = next_time.chain
+    queue.num_free_chains += 1
     if out_of_order and _sort_now(queue) != 0:
         _out_of_memory()
 
@@ -415,7 +506,7 @@ cdef int _insert_slow(EventQueue* queue, const Event* ev) noexcept nogil:
 cdef inline int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
     """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
     if ev.time_ps > queue.origin_ps:
-        return _bucket_push(queue, ev)
+        return _push_later(queue, ev)
     return _insert_slow(queue, ev)
 
 
@@ -438,32 +529,28 @@ cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
 # --- the interface (events.pxd) ----------------------------------------------------------
 
 cdef int queue_init(EventQueue* queue) noexcept nogil:
-    cdef int b
-    memset(queue, 0, sizeof(EventQueue))
-    for b in range(COLLSIM_TIME_BUCKETS):
-        _empty_chain(&queue.bucket[b])
+    memset(queue, 0, sizeof(EventQueue))     # the table and arrays come with the first push
     queue.hint_ps = -1
+    queue.hint2_ps = -1
     return 0
 
 
 cdef void queue_clear(EventQueue* queue) noexcept nogil:
-    cdef int w
-    cdef uint64_t bits
-    # only the non-empty buckets (a short run clears 24,576 headers otherwise)
-    for w in range(COLLSIM_TIME_WORDS):
-        bits = queue.nonempty[w]
-        while bits != 0:
-            _release_chain(queue, &queue.bucket[64 * w + collsim_lowest_bit(bits)])
-            bits &= bits - 1
-    memset(queue.nonempty, 0, sizeof(queue.nonempty))
-    memset(queue.words, 0, sizeof(queue.words))
-    queue.levels = 0
+    cdef int64_t k
+    for k in range(queue.num_times):
+        _release_blocks(queue, &queue.chains[queue.times[k].chain])
+    if queue.table != NULL:
+        memset(queue.table, 0xFF, (<int64_t> 1 << queue.table_bits) * sizeof(PendingTime))
+    queue.num_times = 0
+    queue.num_free_chains = 0
+    queue.chains_made = 0
     queue.size = 0
     queue.now.size = 0
     queue.now_head = 0
     queue.side.size = 0
     queue.origin_ps = 0          # times are >= 0: every event is at or after the origin
     queue.hint_ps = -1
+    queue.hint2_ps = -1
 
 
 cdef void queue_free(EventQueue* queue) noexcept nogil:
@@ -476,6 +563,10 @@ cdef void queue_free(EventQueue* queue) noexcept nogil:
     free(queue.now.items)
     free(queue.side.items)
     free(queue.scratch.items)
+    free(queue.chains)
+    free(queue.free_chains)
+    free(queue.table)
+    free(queue.times)
     queue_init(queue)
 
 
