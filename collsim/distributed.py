@@ -156,21 +156,29 @@ class WindowStats:
     window_events: list = field(default_factory=list)  # events processed in each window
 
 
-def horizon(earliest: np.ndarray, rank: int, lookahead: int) -> int:
+def horizon(earliest: np.ndarray, rank: int, lookahead: int, outbox_earliest: int = INT64_MAX) -> int:
     """End (exclusive) of the next window of ``rank``, given every rank's earliest pending time.
 
-    Nothing is in flight between windows, so a new event at rank s comes
-    from s's own pending events (>= earliest[s]) or from a message of another
-    rank (>= that rank's earliest + lookahead).  A message for ``rank`` leaves
-    some s != rank at such an event and arrives >= lookahead later:
+    ``earliest[s]`` is s's earliest event queued or in the outbox it has just
+    sent; ``outbox_earliest`` is the earliest record of ``rank``'s own outbox.
+    Nothing is in flight between windows, so an event at a rank s != rank in
+    the window is one of s's queued events (>= earliest[s]), a record s
+    receives now (>= its sender's earliest, or >= outbox_earliest when
+    ``rank`` sent it), or a message of another rank sent in the window (later
+    still).  A message for ``rank`` leaves some s != rank at such an event and
+    arrives >= lookahead later:
 
-        horizon = min(min over s != rank of earliest[s], earliest[rank] + lookahead) + lookahead
+        horizon = min(min over s != rank of earliest[s], earliest[rank] + lookahead, outbox_earliest)
+                  + lookahead
 
     That is t0 + lookahead (t0 the global earliest) when another rank holds
-    t0, and up to t0 + 2 lookahead for the rank that holds it alone.
+    t0 or ``rank``'s outbox does, and up to t0 + 2 lookahead for the rank that
+    alone holds it in its queue.  (Counting the outbox as the rank's own would
+    let a rank that only sent the record at t0 run to t0 + 2 lookahead, past
+    the answer the receiver may send at t0 + lookahead.)
     """
     others = np.delete(earliest, rank)
-    bound = min(int(others.min()) if others.size else INT64_MAX, int(earliest[rank]) + lookahead)
+    bound = min(int(others.min()) if others.size else INT64_MAX, int(earliest[rank]) + lookahead, outbox_earliest)
     return min(bound + lookahead, INT64_MAX)
 
 
@@ -190,7 +198,7 @@ def window_loop(engine, schedule, lookahead: int) -> Iterator:
         if int(earliest.min()) == INT64_MAX:
             return
         engine._give_inbox(inbox)
-        engine._window_run(schedule, horizon(earliest, engine.rank, lookahead))
+        engine._window_run(schedule, horizon(earliest, engine.rank, lookahead, out_earliest))
 
 
 def run_in_process(engines, schedules, lookahead: int) -> int:
