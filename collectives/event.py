@@ -6,7 +6,8 @@ chip launch overhead + the engine's makespan (the schedule starts at t = 0;
 the makespan covers the last event and the end of the last reduction).
 
 With ``comm`` (an MPI communicator of more than one rank) the ranks simulate
-one chip group each (collsim/distributed.py); results are identical.
+one chip group each (collsim/distributed.py); with ``threads`` > 1 so do as
+many threads of this process.  Results are identical.
 """
 from __future__ import annotations
 
@@ -37,8 +38,13 @@ def simulate(
     params: AlgorithmParams,
     verify: bool,
     comm: Any = None,
+    threads: int = 1,
 ) -> EventResult:
-    """Simulate ``count`` elements per chip (nccl-tests sizing); verify data if asked."""
+    """Simulate ``count`` elements per chip (nccl-tests sizing); verify data if asked.
+
+    ``comm``: MPI ranks to spread over; ``threads``: engine threads in this
+    process (> 1 only without MPI ranks).
+    """
     from collsim.engine.core import Engine
     from collsim.engine.data import DataPlane
     from topologies.routing import Router
@@ -46,12 +52,20 @@ def simulate(
     n = cluster.chips
     count = effective_count(collective, count, n)
     launch_ps = cluster.topology.chip.launch_overhead_ps
-    if comm is not None and comm.Get_size() > 1:
+    ranks = comm.Get_size() if comm is not None else 1
+    if ranks > 1 or threads > 1:
         from collsim import distributed
 
-        distributed.check_partition(cluster, comm.Get_size())  # before the shortcut: same answer for every size
+        # before the shortcut: the same answer for every size
+        distributed.check_threads(cluster, threads, ranks)
+        distributed.check_partition(cluster, ranks)
         if count > 0 and n > 1:
-            res = distributed.simulate(comm, cluster, collective, algorithm, count, dtype, elem_bytes, params, verify)
+            if ranks > 1:
+                res = distributed.simulate(comm, cluster, collective, algorithm, count, dtype, elem_bytes, params,
+                                           verify)
+            else:
+                res = distributed.simulate_in_threads(threads, cluster, collective, algorithm, count, dtype,
+                                                      elem_bytes, params, verify)
             return EventResult(launch_ps + res.makespan_ps, res.events, res.link_events, res.wrong)
     if count == 0 or n == 1:
         return EventResult(launch_ps, 0, 0, 0 if verify else None)

@@ -161,6 +161,9 @@ class CollsimConfig:
     dtype: DType = DType.float32
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Engine threads in this process for event and data fidelity, each simulating a block of whole
+    # nodes like an MPI rank (collsim/distributed.py); results are identical for any value.
+    threads: int = 1
 
 
 def register_configs() -> None:

@@ -27,7 +27,13 @@ module runs the conservative synchronisation around it:
   sums (each rank verifies its own chips' buffers).
 
 A single process (no mpirun, or a communicator of one rank) never comes here:
-``collectives.event.simulate`` runs the plain ``Engine.run``.
+``collectives.event.simulate`` runs the plain ``Engine.run``, unless the
+config asks for ``threads=T > 1``: then T partitions, split exactly as T
+ranks would be, run their window loops in T threads of this process
+(:func:`simulate_in_threads`; the engine releases the GIL while it processes
+events) and exchange their outboxes in memory (:func:`run_in_process`, which
+also drives the tests' ranks one after the other).  Same windows, same
+results.
 
 Failures.  Bad input is found identically on every rank before the first
 message (``ConfigError``: exit code 2 everywhere, rank 0 prints); setup errors
@@ -44,6 +50,7 @@ import os
 import sys
 import time
 import traceback
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -106,11 +113,26 @@ def run_comm() -> Any | None:
 
 def check_partition(cluster, ranks: int) -> None:
     """Refuse more ranks than nodes (a node is never split)."""
-    if ranks > cluster.nodes:
+    _check_whole_nodes(cluster, ranks, "cluster.nodes", "MPI ranks", "rank")
+
+
+def check_threads(cluster, threads: int, ranks: int) -> None:
+    """Refuse a ``threads`` setting the split cannot use: next to MPI ranks, or more threads than nodes."""
+    if threads > 1 and ranks > 1:
         raise ConfigError(
-            "cluster.nodes",
-            f"{cluster.nodes} nodes cannot be split over {ranks} MPI ranks (each rank simulates whole "
-            f"nodes); use at most {cluster.nodes} ranks or more nodes",
+            "threads",
+            f"threads={threads} cannot be combined with {ranks} MPI ranks (each rank runs one engine); use "
+            "threads=1 under mpiexec, or threads > 1 in a single process",
+        )
+    _check_whole_nodes(cluster, threads, "threads", "threads", "thread")
+
+
+def _check_whole_nodes(cluster, parts: int, field: str, plural: str, singular: str) -> None:
+    if parts > cluster.nodes:
+        raise ConfigError(
+            field,
+            f"{cluster.nodes} nodes cannot be split over {parts} {plural} (each {singular} simulates whole "
+            f"nodes); use at most {cluster.nodes} {singular}s or more nodes",
         )
 
 
@@ -133,9 +155,9 @@ def lookahead_ps(cluster) -> int:
         value = so.spine_latency_ps if field.endswith("spine_latency") else so.nic.latency_ps
         raise ConfigError(
             field,
-            f"{value} ps leaves {shortest.name} links with zero latency, so MPI ranks could not "
-            "run ahead of each other (the conservative lookahead must be > 0; each link of the pair "
-            "gets half); give it at least 2 ps or run without mpirun",
+            f"{value} ps leaves {shortest.name} links with zero latency, so MPI ranks (or threads) could "
+            "not run ahead of each other (the conservative lookahead must be > 0; each link of the pair "
+            "gets half); give it at least 2 ps or run without mpirun and with threads=1",
         )
     return shortest.spec.latency_ps
 
@@ -156,21 +178,29 @@ class WindowStats:
     window_events: list = field(default_factory=list)  # events processed in each window
 
 
-def horizon(earliest: np.ndarray, rank: int, lookahead: int) -> int:
+def horizon(earliest: np.ndarray, rank: int, lookahead: int, outbox_earliest: int = INT64_MAX) -> int:
     """End (exclusive) of the next window of ``rank``, given every rank's earliest pending time.
 
-    Nothing is in flight between windows, so a new event at rank s comes
-    from s's own pending events (>= earliest[s]) or from a message of another
-    rank (>= that rank's earliest + lookahead).  A message for ``rank`` leaves
-    some s != rank at such an event and arrives >= lookahead later:
+    ``earliest[s]`` is s's earliest event queued or in the outbox it has just
+    sent; ``outbox_earliest`` is the earliest record of ``rank``'s own outbox.
+    Nothing is in flight between windows, so an event at a rank s != rank in
+    the window is one of s's queued events (>= earliest[s]), a record s
+    receives now (>= its sender's earliest, or >= outbox_earliest when
+    ``rank`` sent it), or a message of another rank sent in the window (later
+    still).  A message for ``rank`` leaves some s != rank at such an event and
+    arrives >= lookahead later:
 
-        horizon = min(min over s != rank of earliest[s], earliest[rank] + lookahead) + lookahead
+        horizon = min(min over s != rank of earliest[s], earliest[rank] + lookahead, outbox_earliest)
+                  + lookahead
 
     That is t0 + lookahead (t0 the global earliest) when another rank holds
-    t0, and up to t0 + 2 lookahead for the rank that holds it alone.
+    t0 or ``rank``'s outbox does, and up to t0 + 2 lookahead for the rank that
+    alone holds it in its queue.  (Counting the outbox as the rank's own would
+    let a rank that only sent the record at t0 run to t0 + 2 lookahead, past
+    the answer the receiver may send at t0 + lookahead.)
     """
     others = np.delete(earliest, rank)
-    bound = min(int(others.min()) if others.size else INT64_MAX, int(earliest[rank]) + lookahead)
+    bound = min(int(others.min()) if others.size else INT64_MAX, int(earliest[rank]) + lookahead, outbox_earliest)
     return min(bound + lookahead, INT64_MAX)
 
 
@@ -190,30 +220,65 @@ def window_loop(engine, schedule, lookahead: int) -> Iterator:
         if int(earliest.min()) == INT64_MAX:
             return
         engine._give_inbox(inbox)
-        engine._window_run(schedule, horizon(earliest, engine.rank, lookahead))
+        engine._window_run(schedule, horizon(earliest, engine.rank, lookahead, out_earliest))
 
 
-def run_in_process(engines, schedules, lookahead: int) -> int:
-    """Drive several ranks' loops in one process (tests); returns the number of windows."""
+def run_in_process(engines, schedules, lookahead: int, parallel: bool = False) -> int:
+    """Drive several partitions' loops in one process, outboxes exchanged in memory; returns the windows.
+
+    ``parallel``: the partitions process each window at the same time, one
+    thread each (``threads=T``); otherwise one after the other (tests).  The
+    loops get the same answers either way, so the results are the same.
+    """
     loops = [window_loop(e, s, lookahead) for e, s in zip(engines, schedules)]
-    pending = [next(loop) for loop in loops]
-    windows = 0
-    while True:
-        earliest = np.array([e for _, _, e in pending], dtype=np.int64)
-        inboxes = []
-        for r in range(len(loops)):
-            parts = []
-            for out, counts, _ in pending:
-                offsets = np.concatenate(([0], np.cumsum(counts)))
-                parts.append(out[offsets[r] : offsets[r + 1]])
-            inboxes.append(np.concatenate(parts) if parts else np.empty(0, np.uint8))
-        if int(earliest.min()) == INT64_MAX:
-            for loop, inbox in zip(loops, inboxes):
-                with contextlib.suppress(StopIteration):
-                    loop.send((inbox, earliest))
-            return windows
-        windows += 1
-        pending = [loop.send((inbox, earliest)) for loop, inbox in zip(loops, inboxes)]
+    with _stepper(loops, parallel) as step:
+        pending = step([None] * len(loops))  # sending None starts a generator
+        windows = 0
+        while True:
+            earliest = np.array([e for _, _, e in pending], dtype=np.int64)
+            answers = [(inbox, earliest) for inbox in _inboxes(pending)]
+            if int(earliest.min()) == INT64_MAX:
+                for loop, answer in zip(loops, answers):
+                    with contextlib.suppress(StopIteration):
+                        loop.send(answer)
+                return windows
+            windows += 1
+            pending = step(answers)
+
+
+_NO_RECORDS = np.empty(0, dtype=np.uint8)
+
+
+def _inboxes(pending: list) -> list[np.ndarray]:
+    """Each partition's inbox: what every outbox holds for it (outboxes are grouped by receiver)."""
+    parts: list[list[np.ndarray]] = [[] for _ in pending]
+    for out, counts, _ in pending:
+        if out.shape[0]:
+            at = 0
+            for dest, size in enumerate(counts.tolist()):
+                if size:
+                    parts[dest].append(out[at : at + size])
+                    at += size
+    return [np.concatenate(p) if len(p) > 1 else p[0] if p else _NO_RECORDS for p in parts]
+
+
+@contextlib.contextmanager
+def _stepper(loops: list, parallel: bool) -> Iterator:
+    """A function sending each loop its answer and returning what the loops yield next, in loop order."""
+    if not parallel or len(loops) < 2:
+        yield lambda answers: [loop.send(answer) for loop, answer in zip(loops, answers)]
+        return
+    with futures.ThreadPoolExecutor(len(loops) - 1, thread_name_prefix="collsim-partition") as pool:
+
+        def step(answers: list) -> list:
+            others = [pool.submit(loop.send, answer) for loop, answer in zip(loops[1:], answers[1:])]
+            try:
+                first = loops[0].send(answers[0])  # on this thread: one hand-off fewer per window
+            finally:
+                futures.wait(others)  # no thread is left inside a loop, whoever failed
+            return [first] + [f.result() for f in others]  # the first failure in partition order raises
+
+        yield step
 
 
 class MpiExchange:
@@ -360,36 +425,90 @@ class DistributedResult:
     stats: WindowStats
 
 
-def simulate(comm, cluster, collective, algorithm: str, count: int, dtype: str, elem_bytes: int, params,
-             verify: bool) -> DistributedResult:
-    """This rank's part of one event/data simulation; every rank returns the global result.
+@dataclass(frozen=True)
+class Workload:
+    """One event/data simulation, as each partition (MPI rank or thread) builds its share of it.
 
     ``count`` is the effective per-chip count (> 0) and the cluster has more
     than one chip; :func:`collectives.event.simulate` handles the rest.
     """
-    from collectives.registry import algorithm_module
-    from collectives.verify import check_exact, count_wrong, init_buffers
-    from collsim.engine.core import Engine, rank_nodes
-    from collsim.engine.data import DataPlane
+
+    cluster: Any
+    collective: Any
+    algorithm: str
+    count: int
+    dtype: str
+    elem_bytes: int
+    params: Any
+    verify: bool
+
+    def partition(self, part: int, parts: int, router) -> Partition:
+        """Engine, schedule and (data fidelity) buffers of partition ``part`` of ``parts``: its block of nodes."""
+        from collectives.registry import algorithm_module
+        from collectives.verify import check_exact, init_buffers
+        from collsim.engine.core import Engine, rank_nodes
+        from collsim.engine.data import DataPlane
+
+        cluster = self.cluster
+        first_node, last_node = rank_nodes(cluster.nodes, parts, part)
+        per_node = cluster.topology.chips_per_node
+        chip_lo, chip_hi = first_node * per_node, last_node * per_node
+        data = None
+        if self.verify:
+            check_exact(self.dtype, cluster.chips)
+            data = DataPlane(chip_hi - chip_lo, self.count, self.dtype)  # this partition's chips only
+            init_buffers(data.buffers, self.collective, self.count, first_chip=chip_lo, chips=cluster.chips)
+        engine = Engine(router, cluster.topology.chip.reduce_Bps, self.elem_bytes, data, part, parts)
+        schedule = algorithm_module(self.algorithm).make_schedule(cluster, self.collective, self.count,
+                                                                  self.elem_bytes, self.params)
+        return Partition(self, engine, schedule, chip_lo)
+
+    def result(self, totals: np.ndarray, stats: WindowStats) -> DistributedResult:
+        """The whole run's result from every partition's :meth:`Partition.totals` (one row each)."""
+        return DistributedResult(
+            makespan_ps=int(totals[:, 0].max()),
+            events=int(totals[:, 1].sum()),
+            link_events=int(totals[:, 2].sum()),
+            wrong=int(totals[:, 3].sum()) if self.verify else None,
+            stats=stats,
+        )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A block of whole nodes: its engine (owning those chips and their links) and its schedule."""
+
+    workload: Workload
+    engine: Any
+    schedule: Any
+    first_chip: int
+
+    def totals(self) -> np.ndarray:
+        """Makespan, events, link events and (data fidelity) wrong elements of this partition's chips."""
+        work, engine = self.workload, self.engine
+        wrong = 0
+        if work.verify:
+            from collectives.verify import count_wrong
+
+            wrong = count_wrong(engine.data.buffers, work.collective, work.count, first_chip=self.first_chip,
+                                chips=work.cluster.chips)
+        return np.array([engine.makespan_ps, engine.events, engine.link_events, wrong], dtype=np.int64)
+
+
+def simulate(comm, cluster, collective, algorithm: str, count: int, dtype: str, elem_bytes: int, params,
+             verify: bool) -> DistributedResult:
+    """This rank's part of one event/data simulation (a :class:`Workload`); every rank returns the global result."""
     from topologies.routing import Router
 
     ranks, rank = comm.Get_size(), comm.Get_rank()
     check_partition(cluster, ranks)
     lookahead = lookahead_ps(cluster)
-    first_node, last_node = rank_nodes(cluster.nodes, ranks, rank)
-    per_node = cluster.topology.chips_per_node
-    chip_lo, chip_hi = first_node * per_node, last_node * per_node
-    n = cluster.chips
+    work = Workload(cluster, collective, algorithm, count, dtype, elem_bytes, params, verify)
     with abort_on_failure(comm):
         comm = comm.Dup()  # our own message space: a sweep's or the caller's traffic never mixes in
-        error, data = None, None
+        error = None
         try:
-            if verify:
-                check_exact(dtype, n)
-                data = DataPlane(chip_hi - chip_lo, count, dtype)  # this rank's chips only
-                init_buffers(data.buffers, collective, count, first_chip=chip_lo, chips=n)
-            engine = Engine(Router(cluster), cluster.topology.chip.reduce_Bps, elem_bytes, data, rank, ranks)
-            schedule = algorithm_module(algorithm).make_schedule(cluster, collective, count, elem_bytes, params)
+            mine = work.partition(rank, ranks, Router(cluster))
         except ConfigError as err:  # e.g. memory, which differs between ranks: agreed below
             error = err
         try:
@@ -399,18 +518,35 @@ def simulate(comm, cluster, collective, algorithm: str, count: int, dtype: str, 
             raise
         stats = WindowStats()
         try:
-            run_windows(comm, engine, schedule, lookahead, stats)
-            wrong = count_wrong(data.buffers, collective, count, first_chip=chip_lo, chips=n) if verify else 0
+            run_windows(comm, mine.engine, mine.schedule, lookahead, stats)
+            totals = mine.totals()
         except ConfigError as err:  # from here on nothing is agreed: a rank that stops must abort
             raise RuntimeError(str(err)) from err
-        mine = np.array([engine.makespan_ps, engine.events, engine.link_events, wrong], dtype=np.int64)
-        table = np.zeros((ranks, 4), dtype=np.int64)
-        comm.Allgather(mine, table)
+        table = np.zeros((ranks, totals.shape[0]), dtype=np.int64)
+        comm.Allgather(totals, table)
         comm.Free()
-    return DistributedResult(
-        makespan_ps=int(table[:, 0].max()),
-        events=int(table[:, 1].sum()),
-        link_events=int(table[:, 2].sum()),
-        wrong=int(table[:, 3].sum()) if verify else None,
-        stats=stats,
-    )
+    return work.result(table, stats)
+
+
+def simulate_in_threads(threads: int, cluster, collective, algorithm: str, count: int, dtype: str, elem_bytes: int,
+                        params, verify: bool) -> DistributedResult:
+    """One event/data simulation split into ``threads`` partitions, as many ranks would, run by as many threads.
+
+    Every partition's engine holds the per-link and per-chip arrays of the
+    whole cluster and every schedule its per-chip records, so memory grows
+    with ``threads``; the data buffers are split (each partition holds its
+    own chips'), so they take what one engine's would.
+    """
+    from collsim.engine.data import check_fits
+    from topologies.routing import Router
+
+    check_threads(cluster, threads, 1)
+    lookahead = lookahead_ps(cluster)
+    if verify:  # the buffers of all partitions together, as one engine would hold them
+        check_fits(cluster.chips, count, dtype)
+    work = Workload(cluster, collective, algorithm, count, dtype, elem_bytes, params, verify)
+    router = Router(cluster)  # read-only while the engines run: shared
+    parts = [work.partition(t, threads, router) for t in range(threads)]
+    stats = WindowStats()
+    stats.windows = run_in_process([p.engine for p in parts], [p.schedule for p in parts], lookahead, parallel=True)
+    return work.result(np.stack([p.totals() for p in parts]), stats)

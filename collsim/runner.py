@@ -37,6 +37,7 @@ class RunSpec:
     params: AlgorithmParams
     sizes: tuple[int, ...]
     gib: bool
+    threads: int = 1  # engine threads in this process (event and data fidelity)
 
     @property
     def elem_bytes(self) -> int:
@@ -105,6 +106,9 @@ def build_spec(cfg: DictConfig) -> RunSpec:
     ).validate()
     dtype = DType(_name(cfg.dtype))
     sizes = size_list(cfg.sizes)
+    threads = cfg.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError("threads", f"must be an integer >= 1 (engine threads in this process), got {threads!r}")
     return RunSpec(
         cluster=cluster,
         collective=Collective(_name(cfg.collective.name)),
@@ -114,11 +118,15 @@ def build_spec(cfg: DictConfig) -> RunSpec:
         params=params,
         sizes=sizes,
         gib=bool(cfg.report.gib),
+        threads=threads,
     )
 
 
 def evaluate(spec: RunSpec, algorithm: str, count: int, comm: Any = None) -> tuple[int, int, int | None]:
-    """(time_ps, events, wrong) of one concrete algorithm at one size (``comm``: MPI ranks to spread over)."""
+    """(time_ps, events, wrong) of one concrete algorithm at one size (``comm``: MPI ranks to spread over).
+
+    Event and data fidelity run ``spec.threads`` engine threads; analytic ignores them.
+    """
     if spec.fidelity == "analytic":
         module = algorithm_module(algorithm)
         return module.analytic_time_ps(spec.cluster, spec.collective, count, spec.elem_bytes, spec.params), 0, None
@@ -134,6 +142,7 @@ def evaluate(spec: RunSpec, algorithm: str, count: int, comm: Any = None) -> tup
         spec.params,
         verify=spec.fidelity == "data",
         comm=comm,
+        threads=spec.threads,
     )
     return result.time_ps, result.events, result.wrong
 
@@ -189,6 +198,7 @@ def _csv_row(cfg: DictConfig, spec: RunSpec, res: SizeResult, row: report.Row, f
         "events": res.events,
         "wall_s": round(res.wall_s, 6),
         "ranks": ranks,
+        "threads": spec.threads,
     }
 
 
@@ -212,7 +222,8 @@ def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, rank
 
     Under MPI (``mpiexec -n R collsim ...``, or a sweep job on R ranks) every
     event/data simulation is spread over the R ranks (collsim/distributed.py);
-    rank 0 alone prints and writes.
+    rank 0 alone prints and writes.  With ``threads=T > 1`` (and one rank) it
+    is spread over T threads of this process instead.
     """
     spec = build_spec(cfg)
     comm = distributed.run_comm()
@@ -220,8 +231,11 @@ def run(cfg: DictConfig, output_dir: Path | None, out: TextIO = sys.stdout, rank
         ranks = comm.Get_size()
         if comm.Get_rank() != 0:
             out, output_dir = io.StringIO(), None
-        if spec.fidelity != "analytic":  # refused before the header, identically on every rank
+    if spec.fidelity != "analytic":  # refused before the header, identically on every rank
+        distributed.check_threads(spec.cluster, spec.threads, ranks)
+        if comm is not None:
             distributed.check_partition(spec.cluster, ranks)
+        if comm is not None or spec.threads > 1:
             distributed.lookahead_ps(spec.cluster)
     n = spec.cluster.chips
     if spec.fidelity != "analytic" and spec.algorithm in ("hierarchical", "auto"):

@@ -6,7 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, run_collsim
+from tests.test_mpi import mpiexec
+
+REPO = Path(__file__).resolve().parents[1]
+# Subprocesses import this checkout, also where the venv's editable install is another one's (a git worktree).
+THIS_CHECKOUT = {"PYTHONPATH": str(REPO)}
 
 
 
@@ -161,3 +166,60 @@ def test_event_ring_beyond_the_schedule_limit_is_refused_before_any_output(colls
         "collsim: error: cluster.nodes: the hierarchical event schedule runs rings of at most 65,536 units"), proc.stderr
     assert proc.stdout.strip() == ""
     assert not (collsim.run_dir / "results.csv").exists()
+
+
+# --- threads=T --------------------------------------------------------------------------------
+
+THREADED_RUN = ("topology=trn2", "cluster.nodes=5", "algorithm=auto", "fidelity=data", "sizes.max=64KiB",
+                "sizes.factor=8")
+
+
+def test_threads_print_the_table_one_thread_prints(tmp_path):
+    stdout, csv = {}, {}
+    for threads in (1, 2):
+        run_dir = tmp_path / f"threads{threads}"
+        proc = run_collsim([*THREADED_RUN, f"threads={threads}", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                           env=THIS_CHECKOUT)
+        assert proc.returncode == 0, proc.stderr
+        stdout[threads], csv[threads] = proc.stdout, pd.read_csv(run_dir / "results.csv")
+    assert stdout[2] == stdout[1]
+    one, two = csv[1], csv[2]
+    assert list(one.columns)[-2:] == ["ranks", "threads"]
+    assert set(one["threads"]) == {1} and set(two["threads"]) == {2} and set(two["wrong"]) == {0}
+    assert one.drop(columns=["wall_s", "threads"]).equals(two.drop(columns=["wall_s", "threads"]))
+
+
+def test_analytic_fidelity_ignores_threads(tmp_path):
+    proc = run_collsim(["cluster.nodes=1", "threads=4", "sizes.max=1KiB", f"hydra.run.dir={tmp_path / 'run'}"],
+                       cwd=tmp_path, env=THIS_CHECKOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(tmp_path / "run" / "results.csv")["threads"].tolist() == [4]
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (("threads=0",), "threads: must be an integer >= 1 (engine threads in this process), got 0"),
+        (("fidelity=event", "threads=-2"), "threads: must be an integer >= 1 (engine threads in this process), got -2"),
+        (("threads=two",), "Value 'two' of type 'str' could not be converted to Integer; full_key: threads"),
+        (("cluster.nodes=2", "fidelity=event", "threads=3"),
+         "threads: 2 nodes cannot be split over 3 threads (each thread simulates whole nodes); use at most 2 threads "
+         "or more nodes"),
+    ],
+)
+def test_bad_threads_one_line_exit_2_nothing_written(tmp_path, overrides, line):
+    proc = run_collsim([*overrides, "sizes.max=1KiB", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                       env=THIS_CHECKOUT)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [f"collsim: error: {line}"] and proc.stdout == ""
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_threads_with_mpi_ranks_are_refused(tmp_path):
+    proc = mpiexec(2, VENV_BIN / "collsim", "cluster.nodes=4", "fidelity=event", "threads=2", "sizes.max=1KiB",
+                   "hydra.run.dir=run", cwd=tmp_path, env=THIS_CHECKOUT)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "collsim: error: threads: threads=2 cannot be combined with 2 MPI ranks (each rank runs one engine); use "
+        "threads=1 under mpiexec, or threads > 1 in a single process"]
+    assert proc.stdout == "" and not (tmp_path / "run" / "results.csv").exists()
