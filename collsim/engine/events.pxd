@@ -16,8 +16,9 @@
 #               distinct times says which chain is next.
 from libc.stdint cimport int64_t, uint64_t
 
-cdef extern from "eventkey.h":
+cdef extern from "eventkey.h" nogil:
     enum: COLLSIM_BLOCK_EVENTS    # events per pool block
+    int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
 
 ctypedef struct Event:
     int64_t time_ps
@@ -74,13 +75,112 @@ ctypedef struct EventQueue:
 cdef int queue_init(EventQueue* queue) noexcept nogil
 cdef void queue_clear(EventQueue* queue) noexcept nogil
 cdef void queue_free(EventQueue* queue) noexcept nogil
-# Insert an event (grows the arrays); returns 0, or -1 when out of memory.
-cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
-# Remove the smallest event (the top) into *out.  The queue must not be empty.
-cdef void queue_pop(EventQueue* queue, Event* out) noexcept nogil
-# Replace the top by a new event (pop + push in one step); the queue must not be empty.
-# The engine uses it when a message moves on to its next hop.
-cdef void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil
+# Slow paths of the inline operations below (events.pyx).
+cdef void _out_of_memory() noexcept nogil
+cdef int _chain_push_slow(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil
+cdef int _push_later_slow(EventQueue* queue, const Event* ev) noexcept nogil
+cdef int _insert_slow(EventQueue* queue, const Event* ev) noexcept nogil
+cdef void _side_pop(EventQueue* queue, Event* out) noexcept nogil
+cdef void _refill(EventQueue* queue) noexcept nogil
+
+# The operations the engine runs once or twice per event are inline here, so that
+# they compile into the engine's loop (a call across modules goes through a
+# function pointer and inlines nothing); their rare cases call the slow paths.
+#
+# queue_push: insert an event (grows the arrays); returns 0, or -1 when out of memory.
+# queue_pop: remove the smallest event (the top) into *out.  The queue must not be empty.
+# queue_replace_top: replace the top by a new event (pop + push in one step); the queue
+# must not be empty.  The engine uses it when a message moves on to its next hop.
+
+cdef inline Event _event(int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
+    cdef Event ev
+    ev.time_ps = time_ps
+    ev.tie = tie
+    ev.slot = slot
+    return ev
+
+
+cdef inline bint _before(const Event* a, const Event* b) noexcept nogil:
+    """Strict order (time, src, seq): never memory addresses."""
+    return collsim_key_before(a.time_ps, a.tie, b.time_ps, b.tie)
+
+
+cdef inline int _chain_push(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
+    cdef EventBlock* block = chain.tail
+    cdef int64_t n = block.count
+    if n == COLLSIM_BLOCK_EVENTS:
+        return _chain_push_slow(queue, chain, ev)
+    block.items[n] = ev[0]
+    block.count = n + 1
+    return 0
+
+
+cdef inline int _push_later(EventQueue* queue, const Event* ev) noexcept nogil:
+    """ev is later than the origin: append it to its time's chain; 0, or -1 when out of memory.
+
+    Lockstep pushes repeat a time: the chain of the last time pushed is at hand.
+    """
+    if ev.time_ps == queue.hint_ps:
+        return _chain_push(queue, &queue.chains[queue.hint_chain], ev)
+    if ev.time_ps == queue.hint2_ps:
+        return _chain_push(queue, &queue.chains[queue.hint2_chain], ev)
+    return _push_later_slow(queue, ev)
+
+
+cdef inline int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
+    """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
+    if ev.time_ps > queue.origin_ps:
+        return _push_later(queue, ev)
+    return _insert_slow(queue, ev)
+
+
+cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
+    """Remove the smallest event held behind the top into *out (one must exist)."""
+    cdef Event* head
+    if queue.now_head == queue.now.size:
+        if queue.side.size > 0:
+            _side_pop(queue, out)
+            return
+        _refill(queue)
+    head = &queue.now.items[queue.now_head]
+    if queue.side.size > 0 and _before(&queue.side.items[0], head):
+        _side_pop(queue, out)
+        return
+    out[0] = head[0]
+    queue.now_head += 1
+
+
+cdef inline int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
+    cdef Event ev = _event(time_ps, tie, slot)
+    if queue.size == 0:
+        queue.top = ev
+    elif _before(&ev, &queue.top):
+        # the new event is the minimum: the old top joins the rest
+        if _insert_rest(queue, &queue.top) != 0:
+            return -1
+        queue.top = ev
+    elif _insert_rest(queue, &ev) != 0:
+        return -1
+    queue.size += 1
+    return 0
+
+
+cdef inline void queue_pop(EventQueue* queue, Event* out) noexcept nogil:
+    out[0] = queue.top
+    queue.size -= 1
+    if queue.size > 0:
+        _take_rest(queue, &queue.top)
+
+
+cdef inline void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
+    cdef Event ev = _event(time_ps, tie, slot)
+    if queue.size == 1:
+        queue.top = ev
+        return
+    if _insert_rest(queue, &ev) != 0:
+        _out_of_memory()
+    _take_rest(queue, &queue.top)
+
 
 # Slot of the event k places behind the next one in the batch (k >= 0), or -1: a hint
 # for prefetching the messages that are about to be served (the pool is large and

@@ -46,24 +46,9 @@ from libc.string cimport memset
 cdef extern from *:
     void __builtin_prefetch(const void* address) nogil
 
-cdef extern from "eventkey.h" nogil:
-    int collsim_key_before(int64_t time_a, uint64_t tie_a, int64_t time_b, uint64_t tie_b)
 
 cdef enum:
     _INSERTION_SORT_MAX = 32     # below this a batch is insertion-sorted, not radix-sorted
-
-
-cdef inline Event _event(int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev
-    ev.time_ps = time_ps
-    ev.tie = tie
-    ev.slot = slot
-    return ev
-
-
-cdef inline bint _before(const Event* a, const Event* b) noexcept nogil:
-    """Strict order (time, src, seq): never memory addresses."""
-    return collsim_key_before(a.time_ps, a.tie, b.time_ps, b.tie)
 
 
 # --- growable arrays -----------------------------------------------------------------
@@ -278,16 +263,6 @@ cdef int _chain_push_slow(EventQueue* queue, EventChain* chain, const Event* ev)
     return 0
 
 
-cdef inline int _chain_push(EventQueue* queue, EventChain* chain, const Event* ev) noexcept nogil:
-    cdef EventBlock* block = chain.tail
-    cdef int64_t n = block.count
-    if n == COLLSIM_BLOCK_EVENTS:
-        return _chain_push_slow(queue, chain, ev)
-    block.items[n] = ev[0]
-    block.count = n + 1
-    return 0
-
-
 # --- the later times: a hash table from time to chain, a min-heap of times -----------------
 
 cdef inline int64_t _home(const EventQueue* queue, int64_t time_ps) noexcept nogil:
@@ -430,18 +405,6 @@ cdef int _push_later_slow(EventQueue* queue, const Event* ev) noexcept nogil:
     return _chain_push(queue, &queue.chains[c], ev)
 
 
-cdef inline int _push_later(EventQueue* queue, const Event* ev) noexcept nogil:
-    """ev is later than the origin: append it to its time's chain; 0, or -1 when out of memory.
-
-    Lockstep pushes repeat a time: the chain of the last time pushed is at hand.
-    """
-    if ev.time_ps == queue.hint_ps:
-        return _chain_push(queue, &queue.chains[queue.hint_chain], ev)
-    if ev.time_ps == queue.hint2_ps:
-        return _chain_push(queue, &queue.chains[queue.hint2_chain], ev)
-    return _push_later_slow(queue, ev)
-
-
 cdef inline void _reserve_now(EventQueue* queue, int64_t n) noexcept nogil:
     """Room for n more events in the batch (refill has no error path)."""
     if queue.now.size + n > queue.now.capacity and _reserve(queue, &queue.now, queue.now.size + n) != 0:
@@ -503,29 +466,6 @@ cdef int _insert_slow(EventQueue* queue, const Event* ev) noexcept nogil:
     return _side_push(queue, ev)
 
 
-cdef inline int _insert_rest(EventQueue* queue, const Event* ev) noexcept nogil:
-    """Put ev (not the top) behind the top; 0, or -1 when out of memory."""
-    if ev.time_ps > queue.origin_ps:
-        return _push_later(queue, ev)
-    return _insert_slow(queue, ev)
-
-
-cdef inline void _take_rest(EventQueue* queue, Event* out) noexcept nogil:
-    """Remove the smallest event held behind the top into *out (one must exist)."""
-    cdef Event* head
-    if queue.now_head == queue.now.size:
-        if queue.side.size > 0:
-            _side_pop(queue, out)
-            return
-        _refill(queue)
-    head = &queue.now.items[queue.now_head]
-    if queue.side.size > 0 and _before(&queue.side.items[0], head):
-        _side_pop(queue, out)
-        return
-    out[0] = head[0]
-    queue.now_head += 1
-
-
 # --- the interface (events.pxd) ----------------------------------------------------------
 
 cdef int queue_init(EventQueue* queue) noexcept nogil:
@@ -568,38 +508,6 @@ cdef void queue_free(EventQueue* queue) noexcept nogil:
     free(queue.table)
     free(queue.times)
     queue_init(queue)
-
-
-cdef int queue_push(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev = _event(time_ps, tie, slot)
-    if queue.size == 0:
-        queue.top = ev
-    elif _before(&ev, &queue.top):
-        # the new event is the minimum: the old top joins the rest
-        if _insert_rest(queue, &queue.top) != 0:
-            return -1
-        queue.top = ev
-    elif _insert_rest(queue, &ev) != 0:
-        return -1
-    queue.size += 1
-    return 0
-
-
-cdef void queue_pop(EventQueue* queue, Event* out) noexcept nogil:
-    out[0] = queue.top
-    queue.size -= 1
-    if queue.size > 0:
-        _take_rest(queue, &queue.top)
-
-
-cdef void queue_replace_top(EventQueue* queue, int64_t time_ps, uint64_t tie, int64_t slot) noexcept nogil:
-    cdef Event ev = _event(time_ps, tie, slot)
-    if queue.size == 1:
-        queue.top = ev
-        return
-    if _insert_rest(queue, &ev) != 0:
-        _out_of_memory()
-    _take_rest(queue, &queue.top)
 
 
 # --- test helper --------------------------------------------------------------------------
