@@ -43,8 +43,8 @@ TOPOLOGY_COLORS = ("#9467bd", "#1f77b4", "#17becf", "#d62728", "#8c564b", "#e377
 # Config columns that, when a sweep varies them, split an algorithm's line in two.
 VARIANT_COLUMNS = ("collective", "fidelity", "dtype", "channels", "bidirectional", "chunks", "chunk_size",
                    "in_flight", "top")
-_INT_COLUMNS = ("job", "nodes", "chips", "size_bytes", "count", "time_ps", "events", "ranks", "channels", "chunks",
-                "in_flight")
+_INT_COLUMNS = ("job", "nodes", "chips", "size_bytes", "count", "time_ps", "events", "ranks", "threads", "channels",
+                "chunks", "in_flight")
 _FLOAT_COLUMNS = ("time_us", "algbw_GBps", "busbw_GBps", "wall_s", "scaleup_GBps_per_chip", "scaleout_GBps_per_chip")
 FIGSIZE = (11.0, 3.7)
 DPI = 100

@@ -312,17 +312,27 @@ cdef void _remove_entry(EventQueue* queue, int64_t i) noexcept nogil:
     queue.table[i].chain = -1
 
 
+cdef inline int64_t _doubled(int64_t capacity) noexcept nogil:
+    """The next capacity of the queue's growable bookkeeping arrays."""
+    return 2 * capacity if capacity > 0 else 256
+
+
+cdef int _grow(void** items, int64_t capacity, size_t item_bytes) noexcept nogil:
+    """Reallocate *items for _doubled(capacity) items (contents kept); 0, or -1 when out of memory."""
+    cdef void* grown = realloc(items[0], _doubled(capacity) * item_bytes)
+    if grown == NULL:
+        return -1
+    items[0] = grown
+    return 0
+
+
 cdef int _times_push(EventQueue* queue, int64_t time_ps, int64_t chain) noexcept nogil:
     """Add a distinct time to the heap; 0, or -1 when out of memory."""
-    cdef int64_t i, parent, capacity
-    cdef PendingTime* grown
+    cdef int64_t i, parent
     if queue.num_times == queue.times_capacity:
-        capacity = 2 * queue.times_capacity if queue.times_capacity > 0 else 256
-        grown = <PendingTime*> realloc(queue.times, capacity * sizeof(PendingTime))
-        if grown == NULL:
+        if _grow(<void**> &queue.times, queue.times_capacity, sizeof(PendingTime)) != 0:
             return -1
-        queue.times = grown
-        queue.times_capacity = capacity
+        queue.times_capacity = _doubled(queue.times_capacity)
     i = queue.num_times
     queue.num_times += 1
     while i > 0:
@@ -358,24 +368,16 @@ cdef PendingTime _times_pop(EventQueue* queue) noexcept nogil:
 
 cdef int64_t _new_chain(EventQueue* queue, int64_t time_ps) noexcept nogil:
     """A chain record for a new later time; its index, or -1 when out of memory."""
-    cdef int64_t c, capacity
-    cdef EventChain* chains
-    cdef int64_t* free_list
+    cdef int64_t c
     if queue.num_free_chains > 0:
         queue.num_free_chains -= 1
         c = queue.free_chains[queue.num_free_chains]
     else:
         if queue.chains_made == queue.chain_capacity:
-            capacity = 2 * queue.chain_capacity if queue.chain_capacity > 0 else 256
-            chains = <EventChain*> realloc(queue.chains, capacity * sizeof(EventChain))
-            if chains == NULL:
+            if (_grow(<void**> &queue.chains, queue.chain_capacity, sizeof(EventChain)) != 0
+                    or _grow(<void**> &queue.free_chains, queue.chain_capacity, sizeof(int64_t)) != 0):
                 return -1
-            queue.chains = chains
-            free_list = <int64_t*> realloc(queue.free_chains, capacity * sizeof(int64_t))
-            if free_list == NULL:
-                return -1
-            queue.free_chains = free_list
-            queue.chain_capacity = capacity
+            queue.chain_capacity = _doubled(queue.chain_capacity)
         c = queue.chains_made
         queue.chains_made += 1
     queue.chains[c].head = NULL
